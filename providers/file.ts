@@ -1,0 +1,41 @@
+/** Source `file`: a certificate, key and optional chain from local files (PEM or DER). */
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { Source, SourceFactory } from '../src/contracts.js';
+import { CertdError } from '../src/errors.js';
+import { readInput } from '../src/input.js';
+import { Material } from '../src/material.js';
+import { parseBundle } from '../src/policy/pem.js';
+import { pathString } from '../src/schema.js';
+
+const schema = z.strictObject({
+  type: z.literal('file'),
+  cert: pathString,
+  key: pathString,
+  chain: pathString.optional(),
+});
+
+export const fileSource = {
+  type: 'file',
+  schema,
+  create(config, deps, cert): Source {
+    const certPath = deps.resolvePath(config.cert);
+    const keyPath = deps.resolvePath(config.key);
+    const chainPath = config.chain === undefined ? undefined : deps.resolvePath(config.chain);
+    const origin = `file:${certPath}`;
+    return {
+      async fetch() {
+        const certBytes = await readInput(certPath, `reading certificate of ${cert.name}`);
+        const keyBytes = await readInput(keyPath, `reading private key of ${cert.name}`);
+        const chainBytes = chainPath ? await readInput(chainPath, `reading chain of ${cert.name}`) : Buffer.alloc(0);
+        const certs = [...parseBundle(certBytes).certs, ...(chainPath ? parseBundle(chainBytes).certs : [])];
+        const keyPem = parseBundle(keyBytes).keyPem;
+        if (!keyPem) {
+          throw new CertdError('E_PARSE', `reading private key of ${cert.name}: ${keyPath} holds no PEM private key`, { permanent: true });
+        }
+        const version = createHash('sha256').update(certBytes).update(chainBytes).update(keyBytes).digest('hex').slice(0, 16);
+        return new Material({ certs, key: { kind: 'pem', pem: keyPem }, version, origin });
+      },
+    };
+  },
+} satisfies SourceFactory<typeof schema>;

@@ -1,0 +1,267 @@
+/**
+ * Target `tmpfs`: the file set of DESIGN.md in a memory-backed directory, swapped as one unit.
+ *
+ * Layout (as Kubernetes' atomic writer):
+ *   dir/..2026-11-22T10.15.00.123Z-ab12cd/   one complete, versioned set
+ *   dir/..data -> ..2026-11-22T...            the live set: ONE symlink, replaced by rename(2)
+ *   dir/fullchain.pem -> ..data/fullchain.pem (and cert.pem, chain.pem, privkey.pem|privkey.uri)
+ * A reader that resolves `..data` once sees either the old set or the new one, never a mix.
+ */
+import { randomBytes } from 'node:crypto';
+import { chown, lstat, mkdir, open, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import type { DescribesDeployment, Material, Target, TargetFactory } from '../src/contracts.js';
+import { CertdError, messageOf } from '../src/errors.js';
+import { gidOf, isMemoryBacked, uidOf } from '../src/fsutil.js';
+import { pathString } from '../src/schema.js';
+
+const schema = z.strictObject({
+  type: z.literal('tmpfs'),
+  dir: pathString,
+  owner: z.string().optional(),
+  group: z.string().optional(),
+  /** Mode of the certificate files; keys are always 0600 (0640 with `group`). */
+  mode: z.string().regex(/^0?[0-7]{3}$/).default('0644'),
+  allow_disk: z.boolean().default(false),
+});
+
+export const DATA_LINK = '..data';
+const TMP_LINK = '..data_tmp';
+const CERT_FILES = ['fullchain.pem', 'cert.pem', 'chain.pem'] as const;
+const KEY_FILES = ['privkey.pem', 'privkey.uri'] as const;
+
+function isNotFound(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+async function readLinkOrNull(path: string): Promise<string | null> {
+  try {
+    return await readlink(path);
+  } catch (err) {
+    if (isNotFound(err) || (err as NodeJS.ErrnoException).code === 'EINVAL') return null;
+    throw err;
+  }
+}
+
+async function writeNew(path: string, data: string | Buffer, mode: number): Promise<void> {
+  const fh = await open(path, 'wx', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.chmod(mode); // the umask must not loosen or tighten what was asked
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The files of one set, by name. The key's content is produced only when written. */
+export function fileSet(material: Material): Map<string, () => string | Buffer> {
+  const files = new Map<string, () => string | Buffer>([
+    ['fullchain.pem', () => material.fullchainPem],
+    ['cert.pem', () => material.leafPem],
+    ['chain.pem', () => material.chainPem],
+  ]);
+  if (material.key.kind === 'pem') {
+    const pem = material.key.pem;
+    files.set('privkey.pem', () => pem.reveal());
+  } else {
+    files.set('privkey.uri', () => `${material.key.kind === 'pkcs11' ? material.key.uri : ''}\n`);
+  }
+  return files;
+}
+
+export interface AtomicDirOptions {
+  readonly dir: string;
+  readonly certMode: number;
+  readonly keyMode: number;
+  readonly uid?: number | undefined;
+  readonly gid?: number | undefined;
+  readonly allowDisk: boolean;
+  /** For messages: which certificate this directory serves. */
+  readonly certName: string;
+}
+
+/**
+ * One directory whose whole content is replaced atomically. Used by the tmpfs target (one
+ * set per certificate) and reusable by layouts that keep several sets.
+ */
+export class AtomicDir {
+  readonly #o: AtomicDirOptions;
+  #previous: string | null | undefined; // undefined: nothing staged
+  #staged: string | undefined;
+
+  constructor(options: AtomicDirOptions) {
+    this.#o = options;
+  }
+
+  get dir(): string {
+    return this.#o.dir;
+  }
+
+  async #prepareDir(): Promise<void> {
+    const { dir, allowDisk, certName } = this.#o;
+    const fs = await isMemoryBacked(dir).catch((err: unknown) => {
+      throw new CertdError('E_TARGET', `deploying ${certName} to ${dir}: cannot inspect the file system: ${messageOf(err)}`, { cause: err });
+    });
+    if (!fs.memory && !allowDisk) {
+      throw new CertdError(
+        'E_TARGET',
+        `deploying ${certName} to ${dir}: ${fs.checked} is not tmpfs or ramfs (statfs type 0x${fs.type.toString(16)}); private keys must not land on disk. Mount a tmpfs there (or use /run, /dev/shm), or set allow_disk: true if you accept keys on disk`,
+        { permanent: true },
+      );
+    }
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const st = await lstat(dir);
+    if (!st.isDirectory()) {
+      throw new CertdError('E_TARGET', `deploying ${certName} to ${dir}: not a directory (a symlink or file is in the way)`, { permanent: true });
+    }
+  }
+
+  /** Removes leftovers of an interrupted run: a temp link and sets that nothing points to. */
+  async #cleanStale(keep: ReadonlySet<string>): Promise<void> {
+    const { dir } = this.#o;
+    await unlink(join(dir, TMP_LINK)).catch(() => undefined);
+    const versions = (await readdir(dir)).filter((n) => n.startsWith('..') && n !== DATA_LINK && n !== TMP_LINK).sort();
+    // Keep the live set, the one to roll back to, and the newest other complete set.
+    const spare = versions.filter((v) => !keep.has(v)).pop();
+    for (const v of versions) {
+      if (keep.has(v) || v === spare) continue;
+      await rm(join(this.#o.dir, v), { recursive: true, force: true });
+    }
+  }
+
+  async #point(version: string): Promise<void> {
+    const { dir } = this.#o;
+    await unlink(join(dir, TMP_LINK)).catch(() => undefined);
+    await symlink(version, join(dir, TMP_LINK));
+    await rename(join(dir, TMP_LINK), join(dir, DATA_LINK));
+  }
+
+  async #linkFiles(names: readonly string[]): Promise<void> {
+    const { dir } = this.#o;
+    for (const name of [...CERT_FILES, ...KEY_FILES]) {
+      const link = join(dir, name);
+      const want = names.includes(name);
+      const current = await readLinkOrNull(link);
+      if (want && current !== `${DATA_LINK}/${name}`) {
+        await rm(link, { force: true });
+        await symlink(`${DATA_LINK}/${name}`, link);
+      } else if (!want && current !== null) {
+        await unlink(link);
+      }
+    }
+  }
+
+  /** Writes `files` as a new set and makes it live. Rolls itself back on any failure. */
+  async stage(files: Map<string, () => string | Buffer>): Promise<void> {
+    const { dir, certName, certMode, keyMode, uid, gid } = this.#o;
+    if (this.#previous !== undefined) throw new CertdError('E_INTERNAL', `deploying ${certName} to ${dir}: a set is already staged`);
+    await this.#prepareDir();
+    const previous = await readLinkOrNull(join(dir, DATA_LINK));
+    await this.#cleanStale(new Set(previous ? [previous] : []));
+    const version = `..${new Date().toISOString().replace(/:/g, '.')}-${randomBytes(3).toString('hex')}`;
+    const path = join(dir, version);
+    try {
+      await mkdir(path, { mode: 0o755 });
+      for (const [name, content] of files) {
+        const isKey = name.startsWith('privkey');
+        const file = join(path, name);
+        await writeNew(file, content(), isKey ? keyMode : certMode);
+        if (uid !== undefined || gid !== undefined) await chown(file, uid ?? -1, gid ?? -1);
+      }
+      if (uid !== undefined || gid !== undefined) await chown(path, uid ?? -1, gid ?? -1);
+      await this.#point(version);
+      await this.#linkFiles([...files.keys()]);
+    } catch (err) {
+      // Put back what was live; the half-written set is removed.
+      if (previous) await this.#point(previous).catch(() => undefined);
+      await this.#linkFiles(previous ? await readdir(join(dir, previous)).catch(() => []) : []).catch(() => undefined);
+      if (!previous) await unlink(join(dir, DATA_LINK)).catch(() => undefined);
+      await rm(path, { recursive: true, force: true }).catch(() => undefined);
+      throw new CertdError('E_TARGET', `deploying ${certName} to ${dir}: ${messageOf(err)}`, { cause: err });
+    }
+    this.#previous = previous;
+    this.#staged = version;
+  }
+
+  async commit(): Promise<void> {
+    if (this.#staged === undefined) return;
+    const keep = new Set([this.#staged, ...(this.#previous ? [this.#previous] : [])]);
+    this.#previous = undefined;
+    this.#staged = undefined;
+    await this.#cleanStale(keep).catch(() => undefined);
+  }
+
+  async rollback(): Promise<void> {
+    const { dir, certName } = this.#o;
+    if (this.#staged === undefined) return;
+    const previous = this.#previous;
+    const staged = this.#staged;
+    try {
+      if (previous) {
+        await this.#point(previous);
+        await this.#linkFiles(await readdir(join(dir, previous)));
+      } else {
+        await this.#linkFiles([]);
+        await unlink(join(dir, DATA_LINK)).catch(() => undefined);
+      }
+      await rm(join(dir, staged), { recursive: true, force: true });
+    } catch (err) {
+      throw new CertdError('E_TARGET', `rolling back ${certName} in ${dir}: ${messageOf(err)}`, { cause: err });
+    } finally {
+      this.#previous = undefined;
+      this.#staged = undefined;
+    }
+  }
+
+  /** The live set's path, or null when nothing is deployed. */
+  async live(): Promise<string | null> {
+    const v = await readLinkOrNull(join(this.#o.dir, DATA_LINK));
+    return v ? join(this.#o.dir, v) : null;
+  }
+}
+
+export const tmpfsTarget = {
+  type: 'tmpfs',
+  schema,
+  create(config, deps, cert): Target & DescribesDeployment {
+    const dir = resolve(deps.resolvePath(config.dir));
+    const uid = config.owner === undefined ? undefined : uidOf(config.owner);
+    const gid = config.group === undefined ? undefined : gidOf(config.group);
+    if (config.owner !== undefined && uid === undefined) {
+      throw new CertdError('E_CONFIG', `certificate ${cert.name}: tmpfs target ${dir}: unknown user "${config.owner}"`);
+    }
+    if (config.group !== undefined && gid === undefined) {
+      throw new CertdError('E_CONFIG', `certificate ${cert.name}: tmpfs target ${dir}: unknown group "${config.group}"`);
+    }
+    const atomic = new AtomicDir({
+      dir,
+      certMode: parseInt(config.mode, 8),
+      keyMode: config.group === undefined ? 0o600 : 0o640,
+      uid,
+      gid,
+      allowDisk: config.allow_disk,
+      certName: cert.name,
+    });
+    return {
+      description: `tmpfs:${dir}`,
+      needsReload: true,
+      stage: (material) => atomic.stage(fileSet(material)),
+      commit: () => atomic.commit(),
+      rollback: () => atomic.rollback(),
+      async deployment() {
+        const live = await atomic.live();
+        const fs = await isMemoryBacked(dir).catch(() => undefined);
+        const files: Record<string, string> = {};
+        if (live) {
+          for (const name of await readdir(live)) {
+            const st = await lstat(join(live, name));
+            files[join(dir, name)] = `0${(st.mode & 0o777).toString(8)}`;
+          }
+        }
+        return { type: 'tmpfs', dir, live, files, memoryBacked: fs?.memory ?? false, statfsType: fs ? `0x${fs.type.toString(16)}` : undefined };
+      },
+    };
+  },
+} satisfies TargetFactory<typeof schema>;

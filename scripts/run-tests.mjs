@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// Runs the compiled tests with Node's own test runner.
+//   node scripts/run-tests.mjs [unit|integration|all] [--long] [file-filter ...]
+// Node 20 takes no globs after --test, so the file list is built here.
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const args = process.argv.slice(2);
+const suite = ['unit', 'integration', 'all'].includes(args[0] ?? '') ? args.shift() : 'all';
+const long = args.includes('--long');
+const filters = args.filter((a) => a !== '--long');
+const roots = suite === 'all' ? ['unit', 'integration'] : [suite];
+
+function walk(dir) {
+  let out = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out = out.concat(walk(p));
+    else if (name.endsWith('.test.js')) out.push(p);
+  }
+  return out;
+}
+
+const files = roots
+  .flatMap((r) => {
+    try { return walk(join('dist', 'test', r)); } catch { return []; }
+  })
+  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
+  .sort();
+if (files.length === 0) {
+  console.error(`no compiled test files for "${suite}" ${filters.join(' ')}: run "npm run build" first`);
+  process.exit(2);
+}
+const env = { ...process.env, CERTD_TEST_LONG: long ? '1' : (process.env.CERTD_TEST_LONG ?? '') };
+// Integration tests start real servers: run files one at a time so ports and CPU are not contended.
+const concurrency = suite === 'unit' ? [] : ['--test-concurrency=1'];
+const r = spawnSync(process.execPath, ['--test', ...concurrency, '--enable-source-maps', ...files], {
+  stdio: 'inherit',
+  env,
+});
+console.error(`ran ${files.length} test files: ${files.map((f) => relative('dist/test', f)).join(' ')}`);
+process.exit(r.status ?? 1);

@@ -1,0 +1,119 @@
+/**
+ * certd's command line. Exit codes: 0 success, 1 a certificate failed / a finding, 2 usage or
+ * configuration error. `--json` prints exactly one JSON document on stdout; logs go to stderr.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { CertdError, messageOf } from './errors.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAIL = 1;
+export const EXIT_USAGE = 2;
+
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  env: NodeJS.ProcessEnv;
+  isTTY: boolean;
+}
+
+const processIo: Io = {
+  out: (t) => void process.stdout.write(t),
+  err: (t) => void process.stderr.write(t),
+  env: process.env,
+  isTTY: Boolean(process.stdout.isTTY),
+};
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+interface Command {
+  summary: string;
+  usage: string;
+  help: string;
+  options: Options;
+  run(values: Record<string, unknown>, positionals: string[], io: Io): Promise<number>;
+}
+
+const HELP = `certd: keeps TLS certificates and keys deployed, FIPS-checked and verified.
+
+Usage: certd <command> [options]
+
+Commands:
+  run            run the daemon (schedule, control socket, metrics)
+  rotate --now   one full cycle now for all (or one) certificates
+  validate       check certificate/key files against the FIPS policy; deploys nothing
+  status         what is deployed for each certificate and how its last cycle ended
+  verify         TLS probe of a server: served chain, protocols, non-FIPS suites
+  fips           this host's and runtime's FIPS state
+  report         compliance evidence for assessors (SC-12, SC-13, SC-17)
+  audit verify   check the hash chain of the audit trail
+
+Global options:
+  --config F     config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
+  --json         one JSON document on stdout
+  -h, --help     help for a command:  certd <command> --help
+  --version      print the version
+
+Exit codes: 0 success; 1 a certificate failed or a finding; 2 usage or configuration error.
+`;
+
+const commands: Record<string, () => Promise<Command>> = {
+  rotate: async () => (await import('./commands/rotate.js')).rotateCommand,
+  validate: async () => (await import('./commands/validate.js')).validateCommand,
+  status: async () => (await import('./commands/status.js')).statusCommand,
+};
+
+export type { Command };
+
+async function version(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    io.out(HELP);
+    return name === undefined ? EXIT_USAGE : EXIT_OK;
+  }
+  if (name === '--version' || name === '-v' || name === 'version') {
+    io.out(`certd ${await version()} (node ${process.versions.node})\n`);
+    return EXIT_OK;
+  }
+  let commandName = name;
+  let args = rest;
+  if (name === 'audit') {
+    commandName = `audit ${rest[0] ?? ''}`.trim();
+    args = rest.slice(1);
+  }
+  const load = commands[commandName];
+  if (!load) {
+    io.err(`certd: unknown command "${commandName}"\n\n${HELP}`);
+    return EXIT_USAGE;
+  }
+  const command = await load();
+  if (args.includes('-h') || args.includes('--help')) {
+    io.out(`${command.summary}\n\nUsage: ${command.usage}\n\n${command.help}\n`);
+    return EXIT_OK;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...args], options: command.options, strict: true, allowPositionals: false });
+  } catch (err) {
+    io.err(`certd ${commandName}: ${messageOf(err)}\nUsage: ${command.usage}\n(certd ${commandName} --help explains every option)\n`);
+    return EXIT_USAGE;
+  }
+  try {
+    return await command.run(parsed.values, parsed.positionals, io);
+  } catch (err) {
+    const json = parsed.values['json'] === true;
+    if (err instanceof CertdError && (err.code === 'E_CONFIG')) {
+      if (json) io.out(`${JSON.stringify({ ok: false, error: err.toJSON() })}\n`);
+      io.err(`certd ${commandName}: ${err.message}\n`);
+      return EXIT_USAGE;
+    }
+    if (json) io.out(`${JSON.stringify({ ok: false, error: err instanceof CertdError ? err.toJSON() : { code: 'E_INTERNAL', message: messageOf(err) } })}\n`);
+    io.err(`certd ${commandName}: ${messageOf(err)}\n`);
+    return EXIT_FAIL;
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * The contracts every plug-in of certd implements. A provider file in providers/ imports from
+ * here (and the helpers of src/) and nothing else of the core.
+ *
+ * One cycle for one certificate:
+ *   source.fetch -> Material -> checkPolicy -> compare with last good -> target.stage (every
+ *   target) -> reload (coalesced) -> verify -> target.commit | target.rollback
+ */
+import type { z } from 'zod';
+import type { Clock } from './clock.js';
+import type { Logger } from './log.js';
+import type { Material } from './material.js';
+import type { Metrics } from './metrics.js';
+
+export type { Material } from './material.js';
+
+/** What the cycle tells a source about the certificate it fetches for. */
+export interface FetchRef {
+  /** The certificate's name in the config ([a-z0-9-]+). */
+  readonly name: string;
+  /** The last good deployment of this certificate, if any. */
+  readonly deployed?: DeployedSummary | undefined;
+}
+
+/** The facts of a deployed certificate that the cycle keeps (no key material). */
+export interface DeployedSummary {
+  readonly fingerprint: string;
+  readonly version: string;
+  readonly notBefore: string;
+  readonly notAfter: string;
+}
+
+/**
+ * A source delivers a certificate with its key (or key reference).
+ *
+ * MUST: return a fully parsed Material (see material.ts) or throw a CertdError with code
+ * E_SOURCE (or E_PARSE for unparseable content) whose message names the certificate and the
+ * remote object ("fetching secrets-manager:prod/web: access denied"); mark errors that retrying
+ * cannot fix (not found, access denied, wrong PIN) `permanent`. MUST honour `signal`.
+ * MUST NOT log or put key bytes into errors. MAY batch with other sources of its type through
+ * `deps.shared` (calls made in the same tick can be coalesced).
+ */
+export interface Source {
+  fetch(ref: FetchRef, signal: AbortSignal): Promise<Material>;
+}
+
+/**
+ * An issuer is a source that mints certificates (local-ca, pkcs11-ca, kms-ca). The cycle calls
+ * `fetch` only when `dueAt` of what is deployed has passed, so issuing is not repeated each cycle.
+ */
+export interface Issuer extends Source {
+  /** When the deployed certificate must be renewed: renew_before or 2/3 of its lifetime. */
+  dueAt(deployed: DeployedSummary): Date;
+}
+
+export function isIssuer(source: Source): source is Issuer {
+  return typeof (source as Partial<Issuer>).dueAt === 'function';
+}
+
+/**
+ * A target puts material where a server reads it.
+ *
+ * `stage` MUST make the new material live atomically (a reader sees the whole old set or the
+ * whole new one, never a mix) and MUST remember what was live before, so that `rollback`
+ * restores it exactly. `commit` forgets the rollback state and cleans up. Between `stage` and
+ * `commit`/`rollback` no other stage happens on the same instance (cycles never overlap).
+ * A failing `stage` MUST leave the previous material live (roll itself back before throwing).
+ * Errors are CertdError E_TARGET naming the certificate and the place (path, zone, url).
+ */
+export interface Target {
+  /** "tmpfs:/run/certd/web", "nginx-plus-keyval:http://127.0.0.1:8080/api zone=certs". */
+  readonly description: string;
+  /** False when the server picks the material up by itself (keyval, APISIX, per-SNI files). */
+  readonly needsReload: boolean;
+  stage(material: Material, signal: AbortSignal): Promise<void>;
+  commit(signal: AbortSignal): Promise<void>;
+  rollback(signal: AbortSignal): Promise<void>;
+}
+
+/** Optional: a target that can say where and how the material is deployed (status, report). */
+export interface DescribesDeployment {
+  deployment(): Promise<Record<string, unknown>>;
+}
+
+export function describesDeployment(t: Target): t is Target & DescribesDeployment {
+  return typeof (t as Partial<DescribesDeployment>).deployment === 'function';
+}
+
+/** Optional: something holding connections, sessions or timers that must be released. */
+export interface Closable {
+  close(): Promise<void>;
+}
+
+export function isClosable(x: unknown): x is Closable {
+  return typeof (x as Partial<Closable> | null)?.close === 'function';
+}
+
+/** What every factory receives: the clock, the logger, metrics, and a per-type shared store. */
+export interface ProviderDeps {
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics?: Metrics | undefined;
+  /** certd's state directory (tmpfs): the local CA, last-good records. */
+  readonly stateDir: string;
+  readonly env: NodeJS.ProcessEnv;
+  /**
+   * One value per key for the lifetime of the process (or until config reload): SDK clients,
+   * batchers, PKCS#11 sessions. `init` runs once; the value is closed on shutdown if Closable.
+   */
+  shared<T>(key: string, init: () => T): T;
+  /** Resolves a path from the config relative to the config file's folder. */
+  resolvePath(path: string): string;
+}
+
+export interface SourceFactory<S extends z.ZodType = z.ZodType> {
+  readonly type: string;
+  /** A zod object schema with `type: z.literal(<type>)`; validated once at config load. */
+  readonly schema: S;
+  create(config: z.infer<S>, deps: ProviderDeps, cert: CertificateContext): Source;
+}
+
+export interface TargetFactory<S extends z.ZodType = z.ZodType> {
+  readonly type: string;
+  readonly schema: S;
+  create(config: z.infer<S>, deps: ProviderDeps, cert: CertificateContext): Target;
+}
+
+/** The certificate a provider instance serves, for messages and defaults. */
+export interface CertificateContext {
+  readonly name: string;
+  /** Expected host names (issuers' dns_names, verify.servername); may be empty. */
+  readonly hostnames: readonly string[];
+  /** The config's renew_before, for issuers' due times. */
+  readonly renewBeforeMs: number;
+}

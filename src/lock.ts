@@ -1,0 +1,48 @@
+/**
+ * The deployment lock: one certd deploys into a state directory at a time. A lock file holds
+ * the owner's pid; a lock whose owner is gone (crash, SIGKILL) is taken over.
+ */
+import { mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CertdError } from './errors.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export interface Lock {
+  release(): Promise<void>;
+}
+
+export async function acquireLock(stateDir: string, purpose: string): Promise<Lock> {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const path = join(stateDir, 'deploy.lock');
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fh = await open(path, 'wx', 0o600);
+      await fh.writeFile(`${process.pid}\n${purpose}\n`);
+      await fh.close();
+      return {
+        release: async () => {
+          const owner = await readFile(path, 'utf8').catch(() => '');
+          if (owner.startsWith(`${process.pid}\n`)) await unlink(path).catch(() => undefined);
+        },
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const [pidText, what] = (await readFile(path, 'utf8').catch(() => '')).split('\n');
+      const pid = Number(pidText);
+      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
+        throw new CertdError('E_LOCKED', `another certd (pid ${pid}, ${what || 'unknown'}) is deploying from ${stateDir}; wait for it, or if it hangs stop it`, { details: { pid } });
+      }
+      // Stale: its owner died without releasing it.
+      await unlink(path).catch(() => undefined);
+    }
+  }
+  throw new CertdError('E_LOCKED', `could not take the deployment lock ${path}`);
+}

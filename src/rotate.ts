@@ -1,0 +1,323 @@
+/**
+ * One reconcile cycle: for every certificate fetch, check, compare, stage; then one reload per
+ * distinct reload spec, verify, and commit or roll back. A failure of one certificate never
+ * stops the others; what is deployed is always a whole, policy-checked set.
+ */
+import { type DeployedSummary, isIssuer, type Target } from './contracts.js';
+import { CertdError, messageOf } from './errors.js';
+import type { Material } from './material.js';
+import { checkPolicy } from './policy/check.js';
+import type { Finding } from './policy/types.js';
+import { describeReload, reloadKey, type ReloadSpec, runReload, runTest } from './reload.js';
+import type { CertificateRuntime, Runtime } from './runtime.js';
+import type { CertState, CycleOutcome, LastGood } from './state.js';
+import { waitForServed } from './verify.js';
+
+export interface CertificateReport {
+  name: string;
+  result: CycleOutcome;
+  fingerprint?: string | undefined;
+  previousFingerprint?: string | undefined;
+  version?: string | undefined;
+  notAfter?: string | undefined;
+  origin?: string | undefined;
+  /** Why nothing was fetched or deployed ("not due until ...", "same as deployed"). */
+  reason?: string | undefined;
+  error?: { code: string; message: string } | undefined;
+  findings?: Finding[] | undefined;
+  durationMs: number;
+}
+
+export interface CycleReport {
+  ok: boolean;
+  startedAt: string;
+  durationMs: number;
+  dryRun: boolean;
+  certificates: CertificateReport[];
+  reloads: { command: string; result: 'ok' | 'failed' | 'test-failed'; certificates: string[]; error?: string }[];
+}
+
+export interface CycleOptions {
+  /** Only this certificate (--cert). */
+  only?: string | undefined;
+  dryRun?: boolean | undefined;
+  signal?: AbortSignal | undefined;
+  /** Skip due-time checks of issuers (rotate --now forces nothing else). */
+  onProgress?: ((done: number, total: number, name: string) => void) | undefined;
+  /** Called for each certificate before fetching; the daemon uses it to skip certificates not due. */
+  concurrency?: number | undefined;
+}
+
+/** A certificate in flight through the cycle. */
+interface Work {
+  readonly cert: CertificateRuntime;
+  readonly state: CertState;
+  readonly started: number;
+  report: CertificateReport;
+  material?: Material;
+  staged: Target[];
+}
+
+async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  });
+  await Promise.all(workers);
+}
+
+function summary(g: LastGood | undefined): DeployedSummary | undefined {
+  return g ? { fingerprint: g.fingerprint, version: g.version, notBefore: g.notBefore, notAfter: g.notAfter } : undefined;
+}
+
+function errorOf(err: unknown): { code: string; message: string } {
+  if (err instanceof CertdError) return { code: err.code, message: err.message };
+  return { code: 'E_INTERNAL', message: messageOf(err) };
+}
+
+export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise<CycleReport> {
+  const signal = options.signal ?? new AbortController().signal;
+  const startedAt = rt.clock.now();
+  const t0 = Date.now();
+  const dryRun = options.dryRun ?? false;
+  const certs = options.only ? rt.certificates.filter((c) => c.name === options.only) : rt.certificates;
+  if (options.only && certs.length === 0) {
+    throw new CertdError('E_CONFIG', `no certificate named "${options.only}" in ${rt.loaded.path} (known: ${rt.certificates.map((c) => c.name).join(', ') || 'none'})`);
+  }
+  const work: Work[] = [];
+  let done = 0;
+  await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
+    const w = await prepare(rt, cert, dryRun, signal);
+    work.push(w);
+    options.onProgress?.(++done, certs.length, cert.name);
+  });
+  work.sort((a, b) => certs.indexOf(a.cert) - certs.indexOf(b.cert));
+
+  const staged = work.filter((w) => w.staged.length > 0);
+  const reloads = await reloadAndVerify(rt, staged, signal);
+
+  for (const w of staged) {
+    if (w.report.result === 'failed') continue;
+    for (const t of w.staged) {
+      await t.commit(signal).catch((err: unknown) => rt.log.warn({ cert: w.cert.name, target: t.description, err: messageOf(err) }, 'cleaning up after commit failed'));
+    }
+    w.report.result = 'deployed';
+  }
+  for (const w of work) await record(rt, w, dryRun);
+  const reports = work.map((w) => w.report);
+  return {
+    ok: reports.every((r) => r.result !== 'failed'),
+    startedAt: startedAt.toISOString(),
+    durationMs: Date.now() - t0,
+    dryRun,
+    certificates: reports,
+    reloads,
+  };
+}
+
+/** Fetch, policy, compare and stage one certificate. Never throws: failures land in the report. */
+async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, signal: AbortSignal): Promise<Work> {
+  const state = await rt.state.get(cert.name).catch(() => ({ name: cert.name }) as CertState);
+  const w: Work = { cert, state, started: Date.now(), report: { name: cert.name, result: 'failed', durationMs: 0 }, staged: [] };
+  const log = rt.log.child({ cert: cert.name });
+  const deployed = summary(state.lastGood);
+  w.report.previousFingerprint = deployed?.fingerprint;
+  try {
+    if (isIssuer(cert.source) && deployed) {
+      const due = cert.source.dueAt(deployed);
+      if (rt.clock.now() < due) {
+        Object.assign(w.report, { result: 'unchanged', fingerprint: deployed.fingerprint, version: deployed.version, notAfter: deployed.notAfter, reason: `not due until ${due.toISOString()}` });
+        return w;
+      }
+    }
+    const material = await fetchWithRetry(rt, cert, deployed, signal);
+    Object.assign(w.report, { fingerprint: material.fingerprint, version: material.version, notAfter: material.notAfter.toISOString(), origin: material.origin });
+    const findings = checkPolicy(material.policyInput(cert.hostnames), rt.policy, rt.clock.now());
+    const rejects = findings.filter((f) => f.severity === 'reject');
+    if (findings.length > 0) w.report.findings = findings;
+    for (const f of findings) {
+      if (f.severity === 'reject') rt.metrics.policyRejection(f.rule);
+      log.warn({ step: 'policy', rule: f.rule, severity: f.severity, certIndex: f.cert }, f.message);
+    }
+    if (rejects.length > 0 && rt.policy.mode === 'enforce') {
+      throw new CertdError('E_POLICY', `checking ${cert.name} from ${material.origin}: refused by policy: ${rejects.map((f) => `${f.rule} (${f.message})`).join('; ')}`, { details: { rules: rejects.map((f) => f.rule) } });
+    }
+    if (state.lastGood && state.lastGood.digest === material.digest) {
+      Object.assign(w.report, { result: 'unchanged', reason: 'same as deployed' });
+      return w;
+    }
+    if (dryRun) {
+      w.report.result = 'would-deploy';
+      return w;
+    }
+    w.material = material;
+    for (const target of cert.targets) {
+      try {
+        await target.stage(material, signal);
+        w.staged.push(target);
+        log.info({ step: 'stage', target: target.description, fingerprint: material.fingerprint }, 'staged');
+      } catch (err) {
+        await rollbackTargets(rt, w, signal);
+        throw err;
+      }
+    }
+    w.report.result = 'deployed'; // provisional: reload and verify may still fail it
+  } catch (err) {
+    fail(rt, w, err);
+  } finally {
+    w.report.durationMs = Date.now() - w.started;
+  }
+  return w;
+}
+
+async function fetchWithRetry(rt: Runtime, cert: CertificateRuntime, deployed: DeployedSummary | undefined, signal: AbortSignal): Promise<Material> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await cert.source.fetch({ name: cert.name, deployed }, signal);
+    } catch (err) {
+      const permanent = err instanceof CertdError && (err.permanent || err.code === 'E_PARSE' || err.code === 'E_CONFIG');
+      if (permanent || attempt >= rt.fetchAttempts || signal.aborted) {
+        throw err instanceof CertdError ? err : new CertdError('E_SOURCE', `fetching ${cert.name}: ${messageOf(err)}`, { cause: err });
+      }
+      const delay = Math.round(200 * 2 ** (attempt - 1) * (0.5 + Math.random()));
+      rt.log.warn({ cert: cert.name, step: 'fetch', attempt, retryInMs: delay, err: messageOf(err) }, 'fetch failed; retrying');
+      await rt.clock.sleep(delay, signal);
+    }
+  }
+}
+
+function fail(rt: Runtime, w: Work, err: unknown): void {
+  w.report.result = 'failed';
+  w.report.error = errorOf(err);
+  rt.log.error({ cert: w.cert.name, code: w.report.error.code }, w.report.error.message);
+}
+
+async function rollbackTargets(rt: Runtime, w: Work, signal: AbortSignal): Promise<void> {
+  for (const t of [...w.staged].reverse()) {
+    try {
+      await t.rollback(signal);
+      rt.log.warn({ cert: w.cert.name, step: 'rollback', target: t.description }, 'rolled back');
+    } catch (err) {
+      rt.log.error({ cert: w.cert.name, step: 'rollback', target: t.description, err: messageOf(err) }, 'rollback failed');
+    }
+  }
+  w.staged = [];
+}
+
+/** Reload once per distinct reload spec, verify each certificate, roll back what failed. */
+async function reloadAndVerify(rt: Runtime, staged: Work[], signal: AbortSignal): Promise<CycleReport['reloads']> {
+  const reloads: CycleReport['reloads'] = [];
+  const groups = new Map<string, { spec: ReloadSpec; members: Work[] }>();
+  for (const w of staged) {
+    const spec = w.cert.reload;
+    if (!spec || !w.staged.some((t) => t.needsReload)) continue;
+    const key = reloadKey(spec);
+    const g = groups.get(key) ?? { spec, members: [] };
+    g.members.push(w);
+    groups.set(key, g);
+  }
+
+  const reloadGroup = async (spec: ReloadSpec, members: Work[], again: boolean): Promise<boolean> => {
+    const entry: CycleReport['reloads'][number] = { command: describeReload(spec), result: 'ok', certificates: members.map((m) => m.cert.name) };
+    reloads.push(entry);
+    try {
+      await runTest(spec, signal);
+    } catch (err) {
+      entry.result = 'test-failed';
+      entry.error = messageOf(err);
+      rt.metrics.reload('error');
+      if (!again) for (const m of members) fail(rt, m, err);
+      return false;
+    }
+    try {
+      await runReload(spec, signal);
+      rt.metrics.reload('ok');
+      rt.log.info({ step: 'reload', command: entry.command, certificates: entry.certificates, again }, again ? 'reloaded after rollback' : 'reloaded');
+      return true;
+    } catch (err) {
+      entry.result = 'failed';
+      entry.error = messageOf(err);
+      rt.metrics.reload('error');
+      if (!again) for (const m of members) fail(rt, m, err);
+      return false;
+    }
+  };
+
+  const needReloadAgain = new Map<string, { spec: ReloadSpec; members: Work[] }>();
+  for (const [key, { spec, members }] of groups) {
+    const ok = await reloadGroup(spec, members, false);
+    if (!ok) {
+      for (const m of members) await rollbackTargets(rt, m, signal);
+      // The test failing means no reload happened; a failed reload may have half-applied.
+      if (reloads[reloads.length - 1]?.result === 'failed') needReloadAgain.set(key, { spec, members });
+    }
+  }
+
+  for (const w of staged) {
+    if (w.report.result === 'failed' || !w.cert.verify || !w.material) continue;
+    try {
+      await waitForServed({ ...w.cert.verify, expected: w.material.fingerprint, certName: w.cert.name }, signal);
+      rt.log.info({ cert: w.cert.name, step: 'verify', fingerprint: w.material.fingerprint }, 'served certificate verified');
+    } catch (err) {
+      fail(rt, w, err);
+      await rollbackTargets(rt, w, signal);
+      const spec = w.cert.reload;
+      if (spec) {
+        const key = reloadKey(spec);
+        const g = needReloadAgain.get(key) ?? { spec, members: [] };
+        g.members.push(w);
+        needReloadAgain.set(key, g);
+      }
+    }
+  }
+  for (const { spec, members } of needReloadAgain.values()) await reloadGroup(spec, members, true);
+  return reloads;
+}
+
+async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
+  const r = w.report;
+  const now = rt.clock.now().toISOString();
+  rt.metrics.rotation(w.cert.name, r.result === 'would-deploy' ? 'unchanged' : r.result);
+  if (dryRun) return;
+  let lastGood = w.state.lastGood;
+  if (r.result === 'deployed' && w.material) {
+    const m = w.material;
+    lastGood = {
+      fingerprint: m.fingerprint,
+      version: m.version,
+      notBefore: m.notBefore.toISOString(),
+      notAfter: m.notAfter.toISOString(),
+      digest: m.digest,
+      origin: m.origin,
+      subject: m.subject,
+      dnsNames: m.dnsNames,
+      deployedAt: now,
+      targets: w.cert.targets.map((t) => t.description),
+    };
+  }
+  const failures = r.result === 'failed' ? (w.state.lastResult?.failures ?? 0) + 1 : 0;
+  await rt.state.put({
+    name: w.cert.name,
+    lastGood,
+    lastResult: { result: r.result, at: now, error: r.error, findings: r.findings, failures },
+  });
+  rt.metrics.certificate(w.cert.name, {
+    ...(lastGood ? { notAfter: new Date(lastGood.notAfter), lastRotation: new Date(lastGood.deployedAt) } : {}),
+    ready: lastGood !== undefined && r.result !== 'failed',
+  });
+  await rt.audit.record({
+    event: 'rotation',
+    cert: w.cert.name,
+    result: r.result,
+    fingerprint: r.fingerprint,
+    previousFingerprint: r.previousFingerprint,
+    version: r.version,
+    origin: r.origin,
+    error: r.error,
+    rules: r.findings?.map((f) => `${f.rule}:${f.severity}`),
+    targets: w.cert.targets.map((t) => t.description),
+  }).catch((err: unknown) => rt.log.error({ err: messageOf(err) }, 'writing the audit trail failed'));
+}

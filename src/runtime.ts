@@ -1,0 +1,155 @@
+/**
+ * A loaded configuration turned into live objects: one source and its targets per certificate,
+ * the resolved policy, the state store. Built once per config (again on SIGHUP).
+ */
+import { readFile } from 'node:fs/promises';
+import type { CertificateConfig, LoadedConfig } from './config.js';
+import { type Clock, systemClock } from './clock.js';
+import { type ProviderDeps, type Source, type Target, isClosable } from './contracts.js';
+import { parseDuration } from './duration.js';
+import { CertdError, messageOf } from './errors.js';
+import type { Logger } from './log.js';
+import { type Metrics, noMetrics } from './metrics.js';
+import { parseBundle } from './policy/pem.js';
+import type { PolicySettings } from './policy/types.js';
+import type { ReloadSpec } from './reload.js';
+import { StateStore } from './state.js';
+import { sourceFactory, targetFactory } from '../providers/index.js';
+
+export interface VerifySpec {
+  readonly connect: string;
+  readonly servername: string;
+  readonly timeoutMs: number;
+}
+
+export interface CertificateRuntime {
+  readonly name: string;
+  readonly config: CertificateConfig;
+  readonly source: Source;
+  readonly targets: readonly Target[];
+  readonly reload?: ReloadSpec | undefined;
+  readonly verify?: VerifySpec | undefined;
+  /** Names the leaf must cover: `hostnames`, the issuer's dns_names and verify.servername. */
+  readonly hostnames: readonly string[];
+}
+
+/** Where audit records go (the hash-chained trail); the default drops them. */
+export interface AuditSink {
+  record(event: Record<string, unknown>): Promise<void>;
+}
+
+export const noAudit: AuditSink = { record: async () => undefined };
+
+export interface Runtime {
+  readonly loaded: LoadedConfig;
+  readonly certificates: readonly CertificateRuntime[];
+  readonly policy: PolicySettings;
+  readonly state: StateStore;
+  readonly stateDir: string;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly audit: AuditSink;
+  /** Attempts per fetch within one cycle for errors that are not permanent. */
+  readonly fetchAttempts: number;
+  close(): Promise<void>;
+}
+
+export interface RuntimeOptions {
+  log: Logger;
+  clock?: Clock;
+  metrics?: Metrics;
+  audit?: AuditSink;
+  env?: NodeJS.ProcessEnv;
+  fetchAttempts?: number;
+}
+
+async function loadAnchors(path: string | undefined, loaded: LoadedConfig): Promise<Buffer[]> {
+  if (!path) return [];
+  const file = loaded.resolvePath(path);
+  try {
+    return parseBundle(await readFile(file)).certs;
+  } catch (err) {
+    throw new CertdError('E_CONFIG', `config ${loaded.path}: policy.trust_anchors: reading ${file}: ${messageOf(err)}`, { cause: err });
+  }
+}
+
+export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions): Promise<Runtime> {
+  const { config } = loaded;
+  const clock = options.clock ?? systemClock;
+  const log = options.log;
+  const metrics = options.metrics ?? noMetrics;
+  const stateDir = loaded.resolvePath(config.state_dir);
+  const sharedValues = new Map<string, unknown>();
+  const deps: ProviderDeps = {
+    clock,
+    log,
+    metrics,
+    stateDir,
+    env: options.env ?? process.env,
+    resolvePath: loaded.resolvePath,
+    shared<T>(key: string, init: () => T): T {
+      if (!sharedValues.has(key)) sharedValues.set(key, init());
+      return sharedValues.get(key) as T;
+    },
+  };
+  const renewBeforeMs = parseDuration(config.renew_before);
+  const policy: PolicySettings = {
+    mode: config.policy.mode,
+    minRsaBits: config.policy.min_rsa_bits,
+    allowEd25519: config.policy.allow_ed25519,
+    allowSelfSigned: config.policy.allow_self_signed,
+    trustAnchors: await loadAnchors(config.policy.trust_anchors, loaded),
+    minRemainingMs: parseDuration(config.policy.min_remaining),
+    renewBeforeMs,
+  };
+  const certificates = config.certificates.map((c): CertificateRuntime => {
+    const dnsNames = (c.source as { dns_names?: string[] }).dns_names ?? [];
+    const hostnames = [...new Set([...c.hostnames, ...dnsNames, ...(c.verify ? [c.verify.servername] : [])])];
+    const ctx = { name: c.name, hostnames, renewBeforeMs };
+    const where = (what: string) => `config ${loaded.path}: certificates "${c.name}": ${what}`;
+    let source: Source;
+    try {
+      source = sourceFactory((c.source as { type: string }).type).create(c.source, deps, ctx);
+    } catch (err) {
+      throw new CertdError('E_CONFIG', where(`source ${(c.source as { type: string }).type}: ${messageOf(err)}`), { cause: err });
+    }
+    const targets = c.targets.map((t) => {
+      try {
+        return targetFactory((t as { type: string }).type).create(t, deps, ctx);
+      } catch (err) {
+        throw new CertdError('E_CONFIG', where(`target ${(t as { type: string }).type}: ${messageOf(err)}`), { cause: err });
+      }
+    });
+    return {
+      name: c.name,
+      config: c,
+      source,
+      targets,
+      reload: c.reload && (c.reload.command || c.reload.signal || c.reload.test)
+        ? { command: c.reload.command, signal: c.reload.signal, test: c.reload.test, timeoutMs: parseDuration(c.reload.timeout) }
+        : undefined,
+      verify: c.verify ? { connect: c.verify.connect, servername: c.verify.servername, timeoutMs: parseDuration(c.verify.timeout) } : undefined,
+      hostnames,
+    };
+  });
+  return {
+    loaded,
+    certificates,
+    policy,
+    state: new StateStore(stateDir),
+    stateDir,
+    clock,
+    log,
+    metrics,
+    audit: options.audit ?? noAudit,
+    fetchAttempts: options.fetchAttempts ?? 3,
+    async close() {
+      for (const v of sharedValues.values()) {
+        const value = await Promise.resolve(v).catch(() => undefined);
+        if (isClosable(value)) await value.close().catch((err: unknown) => log.warn({ err: messageOf(err) }, 'closing a provider failed'));
+      }
+      sharedValues.clear();
+    },
+  };
+}

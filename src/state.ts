@@ -1,0 +1,70 @@
+/**
+ * Last-good records: what is deployed for each certificate and how its last cycle ended. One
+ * JSON file per certificate in `state_dir/certs/`, replaced atomically. No key material.
+ */
+import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DeployedSummary } from './contracts.js';
+import { writeFileAtomic } from './fsutil.js';
+import type { Finding } from './policy/types.js';
+
+export type CycleOutcome = 'deployed' | 'unchanged' | 'failed' | 'would-deploy';
+
+export interface LastGood extends DeployedSummary {
+  readonly digest: string;
+  readonly origin: string;
+  readonly subject: string;
+  readonly dnsNames: readonly string[];
+  readonly deployedAt: string;
+  readonly targets: readonly string[];
+}
+
+export interface LastResult {
+  readonly result: CycleOutcome;
+  readonly at: string;
+  readonly error?: { readonly code: string; readonly message: string } | undefined;
+  readonly findings?: readonly Finding[] | undefined;
+  /** Consecutive failures, for backoff. */
+  readonly failures: number;
+}
+
+export interface CertState {
+  readonly name: string;
+  readonly lastGood?: LastGood | undefined;
+  readonly lastResult?: LastResult | undefined;
+}
+
+export class StateStore {
+  readonly dir: string;
+
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, 'certs');
+  }
+
+  async get(name: string): Promise<CertState> {
+    try {
+      return JSON.parse(await readFile(join(this.dir, `${name}.json`), 'utf8')) as CertState;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { name };
+      throw err;
+    }
+  }
+
+  async put(state: CertState): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await writeFileAtomic(join(this.dir, `${state.name}.json`), `${JSON.stringify(state, null, 2)}\n`, 0o600);
+  }
+
+  async all(): Promise<CertState[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const out: CertState[] = [];
+    for (const n of names.filter((f) => f.endsWith('.json')).sort()) out.push(await this.get(n.slice(0, -5)));
+    return out;
+  }
+}
