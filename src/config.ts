@@ -53,16 +53,16 @@ export function configSchema() {
   });
   return z
     .strictObject({
-      policy: policySchema.default({} as never),
+      policy: policySchema.prefault({}),
       fips_runtime: z.enum(['require', 'auto', 'off']).default('auto'),
       schedule: z.string().default('*/5 * * * *'),
       jitter: duration('30s'),
       renew_before: duration('30d'),
       state_dir: z.string().default('/run/certd'),
-      metrics: z.strictObject({ listen: hostPort.optional() }).default({} as never),
+      metrics: z.strictObject({ listen: hostPort.optional() }).prefault({}),
       log: z
         .strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info'), format: z.enum(['json', 'text', 'auto']).default('json') })
-        .default({} as never),
+        .prefault({}),
       audit_log: z.string().optional(),
       certificates: z.array(certificate).default([]),
     })

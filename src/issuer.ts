@@ -240,10 +240,15 @@ export async function selfSignedCa(signer: CaSigner, spki: Buffer, cn: string, l
   return signTbs(tbs, signer, signal);
 }
 
-/** When an issued certificate is due: `renewBeforeMs` before expiry or at 2/3 of its lifetime, whichever is sooner. */
+/**
+ * When an issued certificate is due: `renewBeforeMs` before expiry or at 2/3 of its lifetime,
+ * whichever comes first. A margin as long as the lifetime itself (renew_before 30d on a 24h
+ * certificate) would mean "renew at once, forever", so it applies only when shorter.
+ */
 export function renewalDue(deployed: DeployedSummary, renewBeforeMs: number): Date {
   const nb = new Date(deployed.notBefore).getTime();
   const na = new Date(deployed.notAfter).getTime();
   const twoThirds = nb + ((na - nb) * 2) / 3;
-  return new Date(Math.min(twoThirds, na - renewBeforeMs));
+  const margin = renewBeforeMs < na - nb ? na - renewBeforeMs : twoThirds;
+  return new Date(Math.min(twoThirds, margin));
 }

@@ -135,14 +135,14 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     }
     const material = await fetchWithRetry(rt, cert, deployed, signal);
     Object.assign(w.report, { fingerprint: material.fingerprint, version: material.version, notAfter: material.notAfter.toISOString(), origin: material.origin });
-    const findings = checkPolicy(material.policyInput(cert.hostnames), rt.policy, rt.clock.now());
+    const findings = checkPolicy(material.policyInput(cert.hostnames), cert.policy, rt.clock.now());
     const rejects = findings.filter((f) => f.severity === 'reject');
     if (findings.length > 0) w.report.findings = findings;
     for (const f of findings) {
       if (f.severity === 'reject') rt.metrics.policyRejection(f.rule);
       log.warn({ step: 'policy', rule: f.rule, severity: f.severity, certIndex: f.cert }, f.message);
     }
-    if (rejects.length > 0 && rt.policy.mode === 'enforce') {
+    if (rejects.length > 0 && cert.policy.mode === 'enforce') {
       throw new CertdError('E_POLICY', `checking ${cert.name} from ${material.origin}: refused by policy: ${rejects.map((f) => `${f.rule} (${f.message})`).join('; ')}`, { details: { rules: rejects.map((f) => f.rule) } });
     }
     if (state.lastGood && state.lastGood.digest === material.digest) {

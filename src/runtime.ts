@@ -31,6 +31,12 @@ export interface CertificateRuntime {
   readonly verify?: VerifySpec | undefined;
   /** Names the leaf must cover: `hostnames`, the issuer's dns_names and verify.servername. */
   readonly hostnames: readonly string[];
+  /**
+   * The policy for this certificate. For issuers the time margins scale with the `ttl`: a 24h
+   * certificate cannot have 7 days left, so min_remaining is capped at half the ttl and
+   * renew_before at a third of it.
+   */
+  readonly policy: PolicySettings;
 }
 
 /** Where audit records go (the hash-chained trail); the default drops them. */
@@ -106,7 +112,12 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
   const certificates = config.certificates.map((c): CertificateRuntime => {
     const dnsNames = (c.source as { dns_names?: string[] }).dns_names ?? [];
     const hostnames = [...new Set([...c.hostnames, ...dnsNames, ...(c.verify ? [c.verify.servername] : [])])];
-    const ctx = { name: c.name, hostnames, renewBeforeMs };
+    const ttl = (c.source as { ttl?: string }).ttl;
+    const ttlMs = ttl === undefined ? undefined : parseDuration(ttl);
+    const certPolicy: PolicySettings = ttlMs === undefined
+      ? policy
+      : { ...policy, minRemainingMs: Math.min(policy.minRemainingMs, ttlMs / 2), renewBeforeMs: Math.min(policy.renewBeforeMs, ttlMs / 3) };
+    const ctx = { name: c.name, hostnames, renewBeforeMs: certPolicy.renewBeforeMs };
     const where = (what: string) => `config ${loaded.path}: certificates "${c.name}": ${what}`;
     let source: Source;
     try {
@@ -131,6 +142,7 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
         : undefined,
       verify: c.verify ? { connect: c.verify.connect, servername: c.verify.servername, timeoutMs: parseDuration(c.verify.timeout) } : undefined,
       hostnames,
+      policy: certPolicy,
     };
   });
   return {
