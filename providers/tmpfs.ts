@@ -28,7 +28,7 @@ const schema = z.strictObject({
 
 export const DATA_LINK = '..data';
 const TMP_LINK = '..data_tmp';
-const CERT_FILES = ['fullchain.pem', 'cert.pem', 'chain.pem'] as const;
+const CERT_FILES = ['fullchain.pem', 'cert.pem', 'chain.pem', 'nginx-ssl.conf'] as const;
 const KEY_FILES = ['privkey.pem', 'privkey.uri'] as const;
 
 function isNotFound(err: unknown): boolean {
@@ -55,8 +55,24 @@ async function writeNew(path: string, data: string | Buffer, mode: number): Prom
   }
 }
 
-/** The files of one set, by name. The key's content is produced only when written. */
-export function fileSet(material: Material): Map<string, () => string | Buffer> {
+/**
+ * nginx directives for a key held in an HSM, to `include` in a server block. The URI is
+ * percent-encoded (no `"`, `;`, `$` or space of its own); a `dir` that nginx would misread
+ * inside quotes is refused rather than escaped.
+ */
+export function nginxSslSnippet(dir: string, uri: string): string {
+  const quote = (v: string): string => {
+    if (/["\\$\x00-\x1f]/.test(v)) throw new Error(`cannot write ${JSON.stringify(v)} into an nginx directive (it holds a quote, backslash, $ or control character)`);
+    return `"${v}"`;
+  };
+  return `ssl_certificate ${quote(join(dir, 'fullchain.pem'))};\nssl_certificate_key ${quote(`engine:pkcs11:${uri}`)};\n`;
+}
+
+/**
+ * The files of one set, by name. The key's content is produced only when written. With `dir`
+ * (where the set is linked), a key in an HSM also gets `nginx-ssl.conf` (see nginxSslSnippet).
+ */
+export function fileSet(material: Material, dir?: string): Map<string, () => string | Buffer> {
   const files = new Map<string, () => string | Buffer>([
     ['fullchain.pem', () => material.fullchainPem],
     ['cert.pem', () => material.leafPem],
@@ -67,6 +83,10 @@ export function fileSet(material: Material): Map<string, () => string | Buffer> 
     files.set('privkey.pem', () => pem.reveal());
   } else {
     files.set('privkey.uri', () => `${material.key.kind === 'pkcs11' ? material.key.uri : ''}\n`);
+    if (dir !== undefined && material.key.kind === 'pkcs11') {
+      const uri = material.key.uri;
+      files.set('nginx-ssl.conf', () => nginxSslSnippet(dir, uri));
+    }
   }
   return files;
 }
@@ -118,15 +138,13 @@ export class AtomicDir {
     }
   }
 
-  /** Removes leftovers of an interrupted run: a temp link and sets that nothing points to. */
+  /** Removes a temp link and every set but `keep` (leftovers of an interrupted run, old sets). */
   async #cleanStale(keep: ReadonlySet<string>): Promise<void> {
     const { dir } = this.#o;
     await unlink(join(dir, TMP_LINK)).catch(() => undefined);
-    const versions = (await readdir(dir)).filter((n) => n.startsWith('..') && n !== DATA_LINK && n !== TMP_LINK).sort();
-    // Keep the live set, the one to roll back to, and the newest other complete set.
-    const spare = versions.filter((v) => !keep.has(v)).pop();
+    const versions = (await readdir(dir)).filter((n) => n.startsWith('..') && n !== DATA_LINK && n !== TMP_LINK);
     for (const v of versions) {
-      if (keep.has(v) || v === spare) continue;
+      if (keep.has(v)) continue;
       await rm(join(this.#o.dir, v), { recursive: true, force: true });
     }
   }
@@ -247,7 +265,7 @@ export const tmpfsTarget = {
     return {
       description: `tmpfs:${dir}`,
       needsReload: true,
-      stage: (material) => atomic.stage(fileSet(material)),
+      stage: (material) => atomic.stage(fileSet(material, dir)),
       commit: () => atomic.commit(),
       rollback: () => atomic.rollback(),
       async deployment() {

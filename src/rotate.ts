@@ -46,6 +46,17 @@ export interface CycleOptions {
   onProgress?: ((done: number, total: number, name: string) => void) | undefined;
   /** Called for each certificate before fetching; the daemon uses it to skip certificates not due. */
   concurrency?: number | undefined;
+  /**
+   * Only the certificates for which this returns true take part (after `only`); the daemon
+   * leaves out certificates that are backing off after a failure.
+   */
+  include?: ((name: string) => boolean) | undefined;
+  /**
+   * A graceful stop: aborts fetches and the retry sleeps between them, never a started stage,
+   * reload, verification, commit or rollback (those get `signal` only), so a cycle that is
+   * stopped still ends with every target holding a whole set.
+   */
+  stop?: AbortSignal | undefined;
 }
 
 /** A certificate in flight through the cycle. */
@@ -83,14 +94,16 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
   const startedAt = rt.clock.now();
   const t0 = Date.now();
   const dryRun = options.dryRun ?? false;
-  const certs = options.only ? rt.certificates.filter((c) => c.name === options.only) : rt.certificates;
-  if (options.only && certs.length === 0) {
+  const named = options.only ? rt.certificates.filter((c) => c.name === options.only) : rt.certificates;
+  if (options.only && named.length === 0) {
     throw new CertdError('E_CONFIG', `no certificate named "${options.only}" in ${rt.loaded.path} (known: ${rt.certificates.map((c) => c.name).join(', ') || 'none'})`);
   }
+  const certs = options.include ? named.filter((c) => options.include?.(c.name)) : named;
+  const fetchSignal = options.stop ? AbortSignal.any([signal, options.stop]) : signal;
   const work: Work[] = [];
   let done = 0;
   await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
-    const w = await prepare(rt, cert, dryRun, signal);
+    const w = await prepare(rt, cert, dryRun, signal, fetchSignal);
     work.push(w);
     options.onProgress?.(++done, certs.length, cert.name);
   });
@@ -119,7 +132,7 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
 }
 
 /** Fetch, policy, compare and stage one certificate. Never throws: failures land in the report. */
-async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, signal: AbortSignal): Promise<Work> {
+async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, signal: AbortSignal, fetchSignal: AbortSignal = signal): Promise<Work> {
   const state = await rt.state.get(cert.name).catch(() => ({ name: cert.name }) as CertState);
   const w: Work = { cert, state, started: Date.now(), report: { name: cert.name, result: 'failed', durationMs: 0 }, staged: [] };
   const log = rt.log.child({ cert: cert.name });
@@ -133,7 +146,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
         return w;
       }
     }
-    const material = await fetchWithRetry(rt, cert, deployed, signal);
+    const material = await fetchWithRetry(rt, cert, deployed, fetchSignal);
     Object.assign(w.report, { fingerprint: material.fingerprint, version: material.version, notAfter: material.notAfter.toISOString(), origin: material.origin });
     const findings = checkPolicy(material.policyInput(cert.hostnames), cert.policy, rt.clock.now());
     const rejects = findings.filter((f) => f.severity === 'reject');
@@ -145,7 +158,9 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     if (rejects.length > 0 && cert.policy.mode === 'enforce') {
       throw new CertdError('E_POLICY', `checking ${cert.name} from ${material.origin}: refused by policy: ${rejects.map((f) => `${f.rule} (${f.message})`).join('; ')}`, { details: { rules: rejects.map((f) => f.rule) } });
     }
-    if (state.lastGood && state.lastGood.digest === material.digest) {
+    const targets = cert.targets.map((t) => t.description);
+    const sameTargets = state.lastGood !== undefined && JSON.stringify(state.lastGood.targets) === JSON.stringify(targets);
+    if (state.lastGood && state.lastGood.digest === material.digest && sameTargets) {
       Object.assign(w.report, { result: 'unchanged', reason: 'same as deployed' });
       return w;
     }
@@ -273,7 +288,21 @@ async function reloadAndVerify(rt: Runtime, staged: Work[], signal: AbortSignal)
       }
     }
   }
-  for (const { spec, members } of needReloadAgain.values()) await reloadGroup(spec, members, true);
+  for (const { spec, members } of needReloadAgain.values()) {
+    await reloadGroup(spec, members, true);
+    // Make sure the rollback took: the previous certificate must be what is served again.
+    for (const m of members) {
+      const previous = m.state.lastGood?.fingerprint;
+      if (!m.cert.verify || !previous) continue;
+      try {
+        await waitForServed({ ...m.cert.verify, expected: previous, certName: m.cert.name }, signal);
+      } catch (err) {
+        const e = m.report.error;
+        if (e) e.message += `; after the rollback: ${messageOf(err)}`;
+        rt.log.error({ cert: m.cert.name, step: 'verify-rollback', err: messageOf(err) }, 'the previous certificate is not served after rollback');
+      }
+    }
+  }
   return reloads;
 }
 
