@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FakeClock } from '../../src/clock.js';
+import { parseConfigText, type LoadedConfig } from '../../src/config.js';
+import { silentLogger } from '../../src/log.js';
+import { runCycle } from '../../src/rotate.js';
+import { buildRuntime } from '../../src/runtime.js';
+import { TestPki } from '../helpers/pki.js';
+
+const root = mkdtempSync('/dev/shm/certd-unit-rotate-');
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function loaded(yaml: string): LoadedConfig {
+  return { config: parseConfigText(yaml), path: 'test.yaml', resolvePath: (p) => (p.startsWith('/') ? p : join(root, p)) };
+}
+
+describe('one cycle', () => {
+  let pki: TestPki;
+  before(() => {
+    pki = new TestPki(join(root, 'pki'));
+    pki.publish(pki.leaf('a', { dns: ['a.test'] }), join(root, 'src-a'));
+    pki.publish(pki.leaf('b', { dns: ['b.test'] }), join(root, 'src-b'));
+    pki.publish(pki.leaf('bad', { dns: ['bad.test'], keySpec: 'rsa-1024' }), join(root, 'src-bad'));
+  });
+
+  const yaml = (names: string[], extra = '') => `state_dir: ${root}/state
+policy: { trust_anchors: ${root}/pki/root.pem }
+${extra}
+certificates:
+${names.map((n) => `  - name: ${n}
+    source: { type: file, cert: src-${n}/cert.pem, key: src-${n}/key.pem, chain: src-${n}/chain.pem }
+    targets: [{ type: tmpfs, dir: ${root}/out/${n} }]`).join('\n')}
+`;
+
+  it('one refused certificate does not stop the others', async () => {
+    const rt = await buildRuntime(loaded(yaml(['a', 'bad', 'b'])), { log: silentLogger });
+    const report = await runCycle(rt);
+    assert.deepEqual(report.certificates.map((c) => [c.name, c.result]), [['a', 'deployed'], ['bad', 'failed'], ['b', 'deployed']]);
+    assert.equal(report.ok, false);
+    assert.equal(report.certificates[1]?.error?.code, 'E_POLICY');
+    assert.equal(existsSync(join(root, 'out/bad')), false, 'nothing of the refused certificate is written');
+    assert.match(readFileSync(join(root, 'out/a/privkey.pem'), 'utf8'), /PRIVATE KEY/);
+    await rt.close();
+  });
+
+  it('an unchanged second cycle writes nothing', async () => {
+    const rt = await buildRuntime(loaded(yaml(['a', 'b'])), { log: silentLogger });
+    const live = readlinkSync(join(root, 'out/a/..data'));
+    const entries = readdirSync(join(root, 'out/a')).sort();
+    const report = await runCycle(rt);
+    assert.deepEqual(report.certificates.map((c) => c.result), ['unchanged', 'unchanged']);
+    assert.equal(readlinkSync(join(root, 'out/a/..data')), live);
+    assert.deepEqual(readdirSync(join(root, 'out/a')).sort(), entries);
+    await rt.close();
+  });
+
+  it('--dry-run reports what would deploy and changes nothing', async () => {
+    pki.publish(pki.leaf('a2', { dns: ['a.test'] }), join(root, 'src-a'));
+    const rt = await buildRuntime(loaded(yaml(['a'])), { log: silentLogger });
+    const live = readlinkSync(join(root, 'out/a/..data'));
+    const stateBefore = readFileSync(join(root, 'state/certs/a.json'), 'utf8');
+    const report = await runCycle(rt, { dryRun: true });
+    assert.equal(report.certificates[0]?.result, 'would-deploy');
+    assert.equal(readlinkSync(join(root, 'out/a/..data')), live);
+    assert.equal(readFileSync(join(root, 'state/certs/a.json'), 'utf8'), stateBefore);
+    const real = await runCycle(rt, { only: 'a' });
+    assert.equal(real.certificates[0]?.result, 'deployed');
+    assert.notEqual(readlinkSync(join(root, 'out/a/..data')), live);
+    await rt.close();
+  });
+
+  it('--cert with an unknown name is a configuration error', async () => {
+    const rt = await buildRuntime(loaded(yaml(['a'])), { log: silentLogger });
+    await assert.rejects(runCycle(rt, { only: 'nope' }), /no certificate named "nope".*known: a/);
+    await rt.close();
+  });
+
+  it('policy.mode warn deploys what enforce would refuse, with the findings reported', async () => {
+    const rt = await buildRuntime(loaded(yaml(['bad'], 'fips_runtime: off').replace('policy: {', 'policy: { mode: warn,')), { log: silentLogger });
+    const report = await runCycle(rt);
+    assert.equal(report.certificates[0]?.result, 'deployed');
+    assert.ok(report.certificates[0]?.findings?.some((f) => f.rule === 'P-RSA-MIN' && f.severity === 'reject'));
+    await rt.close();
+  });
+
+  it('an issuer is not asked again until its certificate is due (2/3 of the ttl)', async () => {
+    const clock = new FakeClock(new Date());
+    const cfg = `state_dir: ${root}/state-ca
+certificates:
+  - name: ca-issued
+    source: { type: local-ca, dns_names: [svc.test], ttl: 3h }
+    targets: [{ type: tmpfs, dir: ${root}/out/ca-issued }]
+`;
+    const rt = await buildRuntime(loaded(cfg), { log: silentLogger, clock });
+    const first = await runCycle(rt);
+    assert.equal(first.certificates[0]?.result, 'deployed', JSON.stringify(first.certificates[0]));
+    await clock.advance(60 * 60_000); // 1h of 3h: not due
+    const second = await runCycle(rt);
+    assert.equal(second.certificates[0]?.result, 'unchanged');
+    assert.match(second.certificates[0]?.reason ?? '', /not due until/);
+    await clock.advance(61 * 60_000); // past 2h: due
+    const third = await runCycle(rt);
+    assert.equal(third.certificates[0]?.result, 'deployed');
+    assert.notEqual(third.certificates[0]?.fingerprint, first.certificates[0]?.fingerprint);
+    await rt.close();
+  });
+});
