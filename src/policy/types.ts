@@ -30,6 +30,12 @@ export interface PolicySettings {
   readonly trustAnchors: readonly Buffer[];
   readonly minRemainingMs: number;
   readonly renewBeforeMs: number;
+  /**
+   * Whether the chain is publicly trusted, for P-LIFE-PUBLIC. Absent: decided per chain, true
+   * when it ends at or is issued by a root of the Mozilla store bundled with Node
+   * (`tls.rootCertificates`). true/false force the answer (e.g. a private root of a public CA).
+   */
+  readonly publicTrust?: boolean | undefined;
 }
 
 export const DEFAULT_POLICY: PolicySettings = {

@@ -1,0 +1,54 @@
+/**
+ * Host name matching for rule P-SAN (RFC 6125 as the CA/Browser Forum profile narrows it): DNS
+ * names compare case-insensitively in their ASCII (punycode) form; a wildcard is a whole
+ * left-most label "*" that stands for exactly one label and never for a public suffix alone;
+ * IP addresses match IP SANs only, never DNS SANs.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import { domainToASCII } from 'node:url';
+
+function normalizeDns(name: string): string {
+  const trimmed = name.trim().replace(/\.$/, '');
+  // domainToASCII rejects "*" labels: convert the rest and keep the wildcard as given.
+  if (trimmed.startsWith('*.')) return `*.${normalizeDns(trimmed.slice(2))}`;
+  return (domainToASCII(trimmed) || trimmed).toLowerCase();
+}
+
+/** An IP address in one canonical text form, or undefined when it is not one. */
+export function normalizeIp(text: string): string | undefined {
+  const ip = text.trim().replace(/^\[(.*)\]$/, '$1');
+  if (isIPv4(ip)) return ip.split('.').map((o) => String(Number(o))).join('.');
+  if (!isIPv6(ip)) return undefined;
+  // "::ffff:1.2.3.4": rewrite the dotted tail as two hex groups, then expand "::".
+  const hex = ip.replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a: string, b: string, c: string, d: string) =>
+    `${((Number(a) << 8) | Number(b)).toString(16)}:${((Number(c) << 8) | Number(d)).toString(16)}`,
+  );
+  const [left = '', right] = hex.split('::');
+  const l = left === '' ? [] : left.split(':');
+  const r = right === undefined || right === '' ? [] : right.split(':');
+  const groups = right === undefined ? l : [...l, ...Array<string>(8 - l.length - r.length).fill('0'), ...r];
+  if (groups.length !== 8) return undefined;
+  return groups.map((g) => parseInt(g, 16).toString(16)).join(':');
+}
+
+function wildcardMatches(pattern: string, host: string): boolean {
+  const rest = pattern.slice(2);
+  // "*.com" would cover a whole TLD; require at least two labels under the wildcard.
+  if (!rest.includes('.')) return false;
+  const dot = host.indexOf('.');
+  return dot > 0 && host.slice(dot + 1) === rest;
+}
+
+/** True when `hostname` (a DNS name or IP literal) is covered by the certificate's SANs. */
+export function hostnameMatches(hostname: string, dnsNames: readonly string[], ipAddresses: readonly string[]): boolean {
+  const ip = normalizeIp(hostname);
+  if (ip !== undefined) return ipAddresses.some((a) => normalizeIp(a) === ip);
+  const host = normalizeDns(hostname);
+  if (host === '') return false;
+  return dnsNames.some((san) => {
+    const name = normalizeDns(san);
+    if (name === host) return true;
+    // A configured wildcard host needs the identical wildcard SAN, matched above.
+    return name.startsWith('*.') && !host.startsWith('*') && wildcardMatches(name, host);
+  });
+}
