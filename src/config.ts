@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { validate as validateCron, validateDetailed } from 'node-cron';
 import { CertdError } from './errors.js';
 import { duration } from './schema.js';
 import { sourceFactories, targetFactories } from '../providers/index.js';
@@ -14,6 +15,7 @@ const policySchema = z.strictObject({
   allow_ed25519: z.boolean().default(false),
   allow_self_signed: z.boolean().default(false),
   trust_anchors: z.string().optional(),
+  public_trust: z.boolean().optional(),
   min_remaining: duration('7d'),
 });
 
@@ -55,7 +57,12 @@ export function configSchema() {
     .strictObject({
       policy: policySchema.prefault({}),
       fips_runtime: z.enum(['require', 'auto', 'off']).default('auto'),
-      schedule: z.string().default('*/5 * * * *'),
+      schedule: z
+        .string()
+        .default('*/5 * * * *')
+        .refine((s) => validateCron(s), {
+          error: (iss) => `not a valid cron expression (5 fields, or 6 with seconds first): ${validateDetailed(String(iss.input)).errors.map((e) => e.message).join('; ') || String(iss.input)}`,
+        }),
       jitter: duration('30s'),
       renew_before: duration('30d'),
       state_dir: z.string().default('/run/certd'),

@@ -106,6 +106,7 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
     allowEd25519: config.policy.allow_ed25519,
     allowSelfSigned: config.policy.allow_self_signed,
     trustAnchors: await loadAnchors(config.policy.trust_anchors, loaded),
+    ...(config.policy.public_trust === undefined ? {} : { publicTrust: config.policy.public_trust }),
     minRemainingMs: parseDuration(config.policy.min_remaining),
     renewBeforeMs,
   };

@@ -8,6 +8,7 @@ import { parseBundle } from '../policy/pem.js';
 import { DEFAULT_POLICY, type Finding, type PolicyKey, type PolicySettings } from '../policy/types.js';
 import { parseDuration } from '../duration.js';
 import { createHash } from 'node:crypto';
+import { Secret } from '../secret.js';
 
 export interface ValidateResult {
   ok: boolean;
@@ -30,6 +31,10 @@ export const validateCommand: Command = {
   --renew-before D     default 30d (P-EXPIRING warning)
   --allow-self-signed  development only
   --allow-ed25519      accept Ed25519/Ed448 keys
+  --public-trust       treat the chain as publicly trusted (CA/B lifetime limits, P-LIFE-PUBLIC);
+                       default: only when it ends at a root of Node's bundled Mozilla store
+  --key-passphrase-env VAR   the environment variable holding the passphrase of an encrypted
+                       PKCS#8 key (never give a passphrase on the command line)
   --json               {"ok", "findings": [{"rule","severity","message","cert"}], "fingerprint", "notAfter"}
 
 Rule ids are those of POLICY.md (P-RSA-MIN, P-SIG-HASH, ...). Exit 0 when nothing is rejected
@@ -45,6 +50,8 @@ Rule ids are those of POLICY.md (P-RSA-MIN, P-SIG-HASH, ...). Exit 0 when nothin
     'renew-before': { type: 'string' },
     'allow-self-signed': { type: 'boolean' },
     'allow-ed25519': { type: 'boolean' },
+    'public-trust': { type: 'boolean' },
+    'key-passphrase-env': { type: 'string' },
     json: { type: 'boolean' },
   },
   async run(v, _p, io) {
@@ -59,13 +66,23 @@ Rule ids are those of POLICY.md (P-RSA-MIN, P-SIG-HASH, ...). Exit 0 when nothin
       renewBeforeMs: v['renew-before'] ? parseDuration(String(v['renew-before'])) : DEFAULT_POLICY.renewBeforeMs,
       allowSelfSigned: v['allow-self-signed'] === true,
       allowEd25519: v['allow-ed25519'] === true,
+      ...(v['public-trust'] === true ? { publicTrust: true } : {}),
     };
+    let passphrase: Secret | undefined;
+    if (typeof v['key-passphrase-env'] === 'string') {
+      const value = io.env[v['key-passphrase-env']];
+      if (value === undefined) {
+        io.err(`certd validate: --key-passphrase-env: $${v['key-passphrase-env']} is not set\n`);
+        return EXIT_USAGE;
+      }
+      passphrase = new Secret(value);
+    }
     if (!Number.isInteger(policy.minRsaBits) || policy.minRsaBits < 2048) {
       io.err('certd validate: --min-rsa-bits must be a whole number >= 2048\n');
       return EXIT_USAGE;
     }
     const result = await validateFiles(
-      { cert: v['cert'], key: v['key'] as string | undefined, chain: v['chain'] as string | undefined, trust: v['trust'] as string | undefined, hostnames: (v['hostname'] as string[] | undefined) ?? [] },
+      { cert: v['cert'], key: v['key'] as string | undefined, chain: v['chain'] as string | undefined, trust: v['trust'] as string | undefined, hostnames: (v['hostname'] as string[] | undefined) ?? [], passphrase },
       policy,
       new Date(),
     );
@@ -86,7 +103,7 @@ function parseFailure(err: unknown): Finding {
 
 /** The policy check on local files, as `certd validate` runs it. Never throws for bad input. */
 export async function validateFiles(
-  files: { cert: string; key?: string | undefined; chain?: string | undefined; trust?: string | undefined; hostnames: string[] },
+  files: { cert: string; key?: string | undefined; chain?: string | undefined; trust?: string | undefined; hostnames: string[]; passphrase?: Secret | undefined },
   policy: PolicySettings,
   now: Date,
 ): Promise<ValidateResult> {
@@ -99,7 +116,7 @@ export async function validateFiles(
     if (files.key) {
       const keyPem = parseBundle(await readInput(files.key, 'reading --key')).keyPem;
       if (!keyPem) throw new CertdError('E_PARSE', `reading --key: ${files.key} holds no PEM private key`);
-      key = { kind: 'pem', pem: keyPem };
+      key = { kind: 'pem', pem: keyPem, passphrase: files.passphrase };
     } else if (certBundle.keyPem) {
       key = { kind: 'pem', pem: certBundle.keyPem };
     }
