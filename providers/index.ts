@@ -6,11 +6,15 @@
 import type { SourceFactory, TargetFactory } from '../src/contracts.js';
 import { fileSource } from './file.js';
 import { localCaSource } from './local-ca.js';
+import { pkcs11Source } from './pkcs11.js';
+import { pkcs11CaSource } from './pkcs11-ca.js';
 import { tmpfsTarget } from './tmpfs.js';
+import { nginxPlusKeyvalTarget } from './nginx-plus-keyval.js';
+import { apisixTarget } from './apisix.js';
 
-export const sourceFactories: readonly SourceFactory[] = unique('source', [fileSource, localCaSource] as SourceFactory[]);
+export const sourceFactories: readonly SourceFactory[] = unique('source', [fileSource, localCaSource, pkcs11Source, pkcs11CaSource] as SourceFactory[]);
 
-export const targetFactories: readonly TargetFactory[] = unique('target', [tmpfsTarget] as TargetFactory[]);
+export const targetFactories: readonly TargetFactory[] = unique('target', [tmpfsTarget, nginxPlusKeyvalTarget, apisixTarget] as TargetFactory[]);
 
 function unique<T extends { type: string }>(what: string, list: T[]): readonly T[] {
   const seen = new Set<string>();

@@ -4,8 +4,12 @@
  * Layout (as Kubernetes' atomic writer):
  *   dir/..2026-11-22T10.15.00.123Z-ab12cd/   one complete, versioned set
  *   dir/..data -> ..2026-11-22T...            the live set: ONE symlink, replaced by rename(2)
- *   dir/fullchain.pem -> ..data/fullchain.pem (and cert.pem, chain.pem, privkey.pem|privkey.uri)
+ *   dir/fullchain.pem -> ..data/fullchain.pem (and cert.pem, chain.pem, privkey.pem|privkey.uri,
+ *                        and nginx-ssl.conf for a key in an HSM)
  * A reader that resolves `..data` once sees either the old set or the new one, never a mix.
+ *
+ * `layout: per-sni` keeps one such set per server name plus an nginx snippet that selects it by
+ * SNI at handshake time, so nginx needs no reload for a rotation (see sni-layout.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { chown, lstat, mkdir, open, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
@@ -15,6 +19,8 @@ import type { DescribesDeployment, Material, Target, TargetFactory } from '../sr
 import { CertdError, messageOf } from '../src/errors.js';
 import { gidOf, isMemoryBacked, uidOf } from '../src/fsutil.js';
 import { pathString } from '../src/schema.js';
+import { Serial } from './serial.js';
+import { checkSnippetDir, SniLayout } from './sni-layout.js';
 
 const schema = z.strictObject({
   type: z.literal('tmpfs'),
@@ -24,6 +30,25 @@ const schema = z.strictObject({
   /** Mode of the certificate files; keys are always 0600 (0640 with `group`). */
   mode: z.string().regex(/^0?[0-7]{3}$/).default('0644'),
   allow_disk: z.boolean().default(false),
+  /**
+   * single: the file set in `dir`; the server reloads to pick it up.
+   * per-sni: `dir/<name>/` per DNS SAN and `dir/certd-sni.conf` to include at nginx's http level;
+   * a rotation is served with no reload (nginx's workers read the files: set `group`).
+   */
+  layout: z.enum(['single', 'per-sni']).default('single'),
+  /** per-sni: served for names not deployed (PEM files); default: the first certificate deployed into dir. */
+  fallback: z.strictObject({ cert: pathString, key: pathString }).optional(),
+}).superRefine((c, ctx) => {
+  if (c.fallback !== undefined && c.layout !== 'per-sni') {
+    ctx.addIssue({ code: 'custom', path: ['fallback'], message: 'fallback applies to layout: per-sni only' });
+  }
+  if (c.layout === 'per-sni') {
+    try {
+      checkSnippetDir(c.dir);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['dir'], message: messageOf(err) });
+    }
+  }
 });
 
 export const DATA_LINK = '..data';
@@ -253,7 +278,7 @@ export const tmpfsTarget = {
     if (config.group !== undefined && gid === undefined) {
       throw new CertdError('E_CONFIG', `certificate ${cert.name}: tmpfs target ${dir}: unknown group "${config.group}"`);
     }
-    const atomic = new AtomicDir({
+    const dirOptions: AtomicDirOptions = {
       dir,
       certMode: parseInt(config.mode, 8),
       keyMode: config.group === undefined ? 0o600 : 0o640,
@@ -261,7 +286,33 @@ export const tmpfsTarget = {
       gid,
       allowDisk: config.allow_disk,
       certName: cert.name,
-    });
+    };
+    if (config.layout === 'per-sni') {
+      checkSnippetDir(dir);
+      const layout = new SniLayout({
+        dir,
+        certName: cert.name,
+        atomicDir: (sub) => new AtomicDir({ ...dirOptions, dir: sub }),
+        fileSet,
+        fallback: config.fallback && { cert: deps.resolvePath(config.fallback.cert), key: deps.resolvePath(config.fallback.key) },
+        log: deps.log,
+        lock: deps.shared(`tmpfs-per-sni:${dir}`, () => new Serial()),
+      });
+      return {
+        description: `tmpfs:${dir} (per-sni)`,
+        get needsReload() {
+          return layout.reloadNeeded;
+        },
+        stage: (material) => layout.stage(material),
+        commit: () => layout.commit(),
+        rollback: () => layout.rollback(),
+        async deployment() {
+          const fs = await isMemoryBacked(dir).catch(() => undefined);
+          return { type: 'tmpfs', dir, ...(await layout.deployment()), memoryBacked: fs?.memory ?? false };
+        },
+      };
+    }
+    const atomic = new AtomicDir(dirOptions);
     return {
       description: `tmpfs:${dir}`,
       needsReload: true,
