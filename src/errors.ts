@@ -47,7 +47,8 @@ const AKID = /\b(AKIA|ASIA)[A-Z0-9]{12,}\b/g;
 const SIGNATURE = /Signature=[0-9a-f]{16,}/gi;
 const REQUEST_ID = /\b(request[- ]?id|RequestId|x-amzn-requestid)["':= ]+[A-Za-z0-9-]{8,}/gi;
 const PIN_IN_URI = /(pin-value=)[^;&\s"]+/gi;
-const SECRET_KV = /\b(pin|password|secret[_-]?access[_-]?key|api[_-]?key|token)(["']?\s*[:=]\s*["']?)[^\s"',;]+/gi;
+// `token=` of a PKCS#11 URI (pkcs11:token=label;...) names a token and is not secret.
+const SECRET_KV = /\b(pin|password|passphrase|secret[_-]?access[_-]?key|api[_-]?key|(?<![:;]\s*)token)(["']?\s*[:=]\s*["']?)[^\s"',;]+/gi;
 
 /** Removes anything that may be secret from a message meant for humans or logs. */
 export function scrub(text: string): string {
