@@ -1,0 +1,181 @@
+// The AWS peer cross-checked by an independent client: Debian's awscli (botocore signs, builds
+// the JSON 1.1 requests, parses errors and paginates). Another `aws` can be first on PATH, so the
+// Debian binary is called by its absolute path.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { access, constants as fsConstants, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHash, createPublicKey, constants, verify as nodeVerify } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_TEST_CREDENTIALS, startAwsPeer, type AwsPeer } from '../peers/aws-peer.js';
+
+const AWS_CLI = '/usr/bin/aws';
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+describe('AWS peer cross-checked by Debian awscli', () => {
+  let peer: AwsPeer;
+  let dir: string;
+  let baseEnv: NodeJS.ProcessEnv;
+
+  before(async () => {
+    try {
+      await access(AWS_CLI, fsConstants.X_OK);
+    } catch {
+      throw new Error(`${AWS_CLI} is missing: install Debian's awscli (apt-get install awscli) to run this test`);
+    }
+    peer = await startAwsPeer({ shortPages: true });
+    dir = await mkdtemp(join(tmpdir(), 'certd-awscli-'));
+    await writeFile(join(dir, 'config'), '');
+    await writeFile(join(dir, 'credentials'), '');
+    // A clean environment: nothing from the developer's own AWS set-up can sign or redirect.
+    baseEnv = {
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      HOME: dir,
+      LANG: 'C.UTF-8',
+      AWS_ACCESS_KEY_ID: DEFAULT_TEST_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: DEFAULT_TEST_CREDENTIALS.secretAccessKey,
+      AWS_CONFIG_FILE: join(dir, 'config'),
+      AWS_SHARED_CREDENTIALS_FILE: join(dir, 'credentials'),
+      AWS_PAGER: '',
+      AWS_EC2_METADATA_DISABLED: 'true',
+      AWS_MAX_ATTEMPTS: '1',
+    };
+  });
+  after(async () => {
+    await peer?.close();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  // Asynchronous on purpose: the peer answers from this very process's event loop.
+  function aws(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+    return new Promise((resolve) => {
+      execFile(
+        AWS_CLI,
+        ['--endpoint-url', peer.url, '--region', 'us-east-1', '--output', 'json', ...args],
+        { env: { ...baseEnv, ...env }, timeout: 60_000, maxBuffer: 4 << 20 },
+        (err, stdout, stderr) => {
+          const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+          resolve({ code, stdout, stderr });
+        },
+      );
+    });
+  }
+
+  async function awsJson(args: string[]): Promise<Record<string, unknown>> {
+    const r = await aws(args);
+    assert.equal(r.code, 0, `aws ${args.join(' ')} failed: ${r.stderr}`);
+    return JSON.parse(r.stdout) as Record<string, unknown>;
+  }
+
+  async function awsFails(args: string[], code: string, env: NodeJS.ProcessEnv = {}): Promise<string> {
+    const r = await aws(args, env);
+    assert.notEqual(r.code, 0, `aws ${args.join(' ')} should have failed`);
+    assert.match(r.stderr, new RegExp(`\\(${code}\\)`), r.stderr);
+    return r.stderr;
+  }
+
+  it('secretsmanager: create, put and read back through AWSCURRENT, AWSPREVIOUS and AWSPENDING', async () => {
+    const created = await awsJson(['secretsmanager', 'create-secret', '--name', 'prod/web', '--secret-string', 'v1']);
+    assert.equal(created['Name'], 'prod/web');
+    const v1 = String(created['VersionId']);
+    const put2 = await awsJson(['secretsmanager', 'put-secret-value', '--secret-id', 'prod/web', '--secret-string', 'v2']);
+    assert.deepEqual(put2['VersionStages'], ['AWSCURRENT']);
+    const cur = await awsJson(['secretsmanager', 'get-secret-value', '--secret-id', String(created['ARN'])]);
+    assert.equal(cur['SecretString'], 'v2');
+    assert.match(String(cur['CreatedDate']), /^\d{4}-\d\d-\d\dT/, 'awscli parsed the epoch-seconds timestamp');
+    const prev = await awsJson(['secretsmanager', 'get-secret-value', '--secret-id', 'prod/web', '--version-stage', 'AWSPREVIOUS']);
+    assert.equal(prev['SecretString'], 'v1');
+    assert.equal(prev['VersionId'], v1);
+
+    const pending = await awsJson(['secretsmanager', 'put-secret-value', '--secret-id', 'prod/web', '--secret-string', 'v3', '--version-stages', 'AWSPENDING']);
+    assert.equal((await awsJson(['secretsmanager', 'get-secret-value', '--secret-id', 'prod/web']))['SecretString'], 'v2');
+    assert.equal((await awsJson(['secretsmanager', 'get-secret-value', '--secret-id', 'prod/web', '--version-stage', 'AWSPENDING']))['SecretString'], 'v3');
+    await awsJson(['secretsmanager', 'update-secret-version-stage', '--secret-id', 'prod/web', '--version-stage', 'AWSCURRENT',
+      '--move-to-version-id', String(pending['VersionId']), '--remove-from-version-id', String(put2['VersionId'])]);
+    assert.equal((await awsJson(['secretsmanager', 'get-secret-value', '--secret-id', 'prod/web']))['SecretString'], 'v3');
+    assert.equal((await awsJson(['secretsmanager', 'get-secret-value', '--secret-id', 'prod/web', '--version-stage', 'AWSPREVIOUS']))['SecretString'], 'v2');
+
+    const stderr = await awsFails(['secretsmanager', 'get-secret-value', '--secret-id', 'prod/none'], 'ResourceNotFoundException');
+    assert.match(stderr, /Secrets Manager can't find the specified secret/);
+  });
+
+  it('ssm: SecureString is opaque without decryption, and get-parameters-by-path follows short pages', async () => {
+    await awsJson(['ssm', 'put-parameter', '--name', '/certd/tls/key', '--value', 'secret-pem', '--type', 'SecureString']);
+    const opaque = await awsJson(['ssm', 'get-parameter', '--name', '/certd/tls/key']);
+    const p0 = opaque['Parameter'] as Record<string, unknown>;
+    assert.equal(p0['Type'], 'SecureString');
+    assert.notEqual(p0['Value'], 'secret-pem');
+    const clear = await awsJson(['ssm', 'get-parameter', '--name', '/certd/tls/key', '--with-decryption']);
+    assert.equal((clear['Parameter'] as Record<string, unknown>)['Value'], 'secret-pem');
+    await awsFails(['ssm', 'put-parameter', '--name', '/certd/tls/key', '--value', 'x', '--type', 'SecureString'], 'ParameterAlreadyExists');
+    const over = await awsJson(['ssm', 'put-parameter', '--name', '/certd/tls/key', '--value', 'pem-2', '--type', 'SecureString', '--overwrite']);
+    assert.equal(over['Version'], 2);
+    await awsFails(['ssm', 'get-parameter', '--name', '/certd/none'], 'ParameterNotFound');
+
+    for (let i = 0; i < 6; i++) {
+      await awsJson(['ssm', 'put-parameter', '--name', `/certd/fleet/c${i}`, '--value', `v${i}`, '--type', 'SecureString']);
+    }
+    peer.resetCalls();
+    // --page-size, not --max-results: awscli turns its pagination off when the limit key is given.
+    const all = await awsJson(['ssm', 'get-parameters-by-path', '--path', '/certd', '--recursive', '--with-decryption', '--page-size', '4']);
+    const params = all['Parameters'] as Record<string, unknown>[];
+    assert.deepEqual(params.map((p) => p['Name']), ['/certd/fleet/c0', '/certd/fleet/c1', '/certd/fleet/c2', '/certd/fleet/c3', '/certd/fleet/c4', '/certd/fleet/c5', '/certd/tls/key']);
+    assert.equal(params.at(-1)?.['Value'], 'pem-2');
+    assert.ok((peer.calls['AmazonSSM.GetParametersByPath'] ?? 0) > 2, 'awscli followed several NextTokens, across an empty page');
+  });
+
+  it('kms: encrypt with a context; decrypt needs the same context (InvalidCiphertextException otherwise)', async () => {
+    const key = await awsJson(['kms', 'create-key', '--description', 'certd test']);
+    const keyId = String((key['KeyMetadata'] as Record<string, unknown>)['KeyId']);
+    const plaintext = Buffer.from('cert-key-wrapping');
+    const enc = await awsJson(['kms', 'encrypt', '--key-id', keyId, '--plaintext', plaintext.toString('base64'),
+      '--encryption-context', 'app=certd,env=prod']);
+    const blob = String(enc['CiphertextBlob']);
+    const dec = await awsJson(['kms', 'decrypt', '--ciphertext-blob', blob, '--encryption-context', 'env=prod,app=certd']);
+    assert.deepEqual(Buffer.from(String(dec['Plaintext']), 'base64'), plaintext);
+    assert.match(String(dec['KeyId']), new RegExp(`key/${keyId}$`));
+    await awsFails(['kms', 'decrypt', '--ciphertext-blob', blob, '--encryption-context', 'app=certd,env=dev'], 'InvalidCiphertextException');
+  });
+
+  for (const [spec, alg, hash] of [['ECC_NIST_P256', 'ECDSA_SHA_256', 'sha256'], ['RSA_2048', 'RSASSA_PSS_SHA_256', 'sha256']] as const) {
+    it(`kms: ${spec} sign (RAW and DIGEST) verifies with node:crypto against get-public-key`, async () => {
+      const key = await awsJson(['kms', 'create-key', '--key-spec', spec, '--key-usage', 'SIGN_VERIFY']);
+      const keyId = String((key['KeyMetadata'] as Record<string, unknown>)['KeyId']);
+      const pub = await awsJson(['kms', 'get-public-key', '--key-id', keyId]);
+      const publicKey = createPublicKey({ key: Buffer.from(String(pub['PublicKey']), 'base64'), format: 'der', type: 'spki' });
+      const message = Buffer.from('awscli signs this');
+      const options = alg.startsWith('ECDSA')
+        ? { key: publicKey, dsaEncoding: 'der' as const }
+        : { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 };
+      for (const [type, body] of [['RAW', message], ['DIGEST', createHash(hash).update(message).digest()]] as const) {
+        const signed = await awsJson(['kms', 'sign', '--key-id', keyId, '--message', body.toString('base64'),
+          '--message-type', type, '--signing-algorithm', alg]);
+        assert.equal(signed['SigningAlgorithm'], alg);
+        const signature = Buffer.from(String(signed['Signature']), 'base64');
+        assert.ok(nodeVerify(hash, message, options, signature), `${alg} ${type} signature verifies`);
+        assert.ok(!nodeVerify(hash, Buffer.from('other'), options, signature));
+      }
+    });
+  }
+
+  it('refuses a wrong secret key and an unknown access key; every accepted call was signed by the test key', async () => {
+    peer.resetCalls();
+    const bad = await awsFails(['secretsmanager', 'get-secret-value', '--secret-id', 'prod/web'], 'InvalidSignatureException',
+      { AWS_SECRET_ACCESS_KEY: 'wrong-secret' });
+    assert.match(bad, /signature we calculated does not match/);
+    await awsFails(['kms', 'list-keys'], 'InvalidSignatureException', { AWS_SECRET_ACCESS_KEY: 'wrong-secret' });
+    await awsFails(['ssm', 'get-parameter', '--name', '/certd/tls/key'], 'UnrecognizedClientException', { AWS_ACCESS_KEY_ID: 'AKIDNOBODY' });
+    assert.equal(peer.callsTotal(), 0);
+    assert.equal(peer.rejected['InvalidSignatureException'], 2);
+    assert.equal(peer.rejected['UnrecognizedClientException'], 1);
+    assert.equal((await awsJson(['secretsmanager', 'get-secret-value', '--secret-id', 'prod/web']))['SecretString'], 'v3');
+    assert.deepEqual(new Set(peer.seenAccessKeys.map((s) => s.accessKeyId)), new Set([DEFAULT_TEST_CREDENTIALS.accessKeyId]));
+    assert.deepEqual(peer.internalErrors.map((e) => e.message), []);
+  });
+});
