@@ -60,6 +60,11 @@ const commands: Record<string, () => Promise<Command>> = {
   rotate: async () => (await import('./commands/rotate.js')).rotateCommand,
   validate: async () => (await import('./commands/validate.js')).validateCommand,
   status: async () => (await import('./commands/status.js')).statusCommand,
+  run: async () => (await import('./commands/run.js')).runCommand,
+  fips: async () => (await import('./commands/fips.js')).fipsCommand,
+  verify: async () => (await import('./commands/verify.js')).verifyCommand,
+  'audit verify': async () => (await import('./commands/audit.js')).auditVerifyCommand,
+  report: async () => (await import('./commands/report.js')).reportCommand,
 };
 
 export type { Command };

@@ -71,6 +71,14 @@ export function configSchema() {
         .strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info'), format: z.enum(['json', 'text', 'auto']).default('json') })
         .prefault({}),
       audit_log: z.string().optional(),
+      /** `certd report`: evidence settings (all optional). */
+      report: z
+        .strictObject({
+          nginx_binary: z.string().optional(),
+          signing_key: z.string().optional(),
+          history: z.number().int().min(1).max(1000).default(20),
+        })
+        .prefault({}),
       certificates: z.array(certificate).default([]),
     })
     .superRefine((cfg, ctx) => {

@@ -89,6 +89,14 @@ function errorOf(err: unknown): { code: string; message: string } {
   return { code: 'E_INTERNAL', message: messageOf(err) };
 }
 
+/**
+ * One audit record (see audit.ts). Awaited so records keep the cycle's order; the sink never
+ * rejects, the catch is for sinks that do.
+ */
+async function audit(rt: Runtime, event: Record<string, unknown>): Promise<void> {
+  await rt.audit.record(event).catch((err: unknown) => rt.log.error({ err: messageOf(err) }, 'writing the audit trail failed'));
+}
+
 export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise<CycleReport> {
   const signal = options.signal ?? new AbortController().signal;
   const startedAt = rt.clock.now();
@@ -156,6 +164,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
       log.warn({ step: 'policy', rule: f.rule, severity: f.severity, certIndex: f.cert }, f.message);
     }
     if (rejects.length > 0 && cert.policy.mode === 'enforce') {
+      if (!dryRun) await audit(rt, { event: 'policy-refusal', cert: cert.name, fingerprint: material.fingerprint, version: material.version, origin: material.origin, rules: rejects.map((f) => f.rule) });
       throw new CertdError('E_POLICY', `checking ${cert.name} from ${material.origin}: refused by policy: ${rejects.map((f) => `${f.rule} (${f.message})`).join('; ')}`, { details: { rules: rejects.map((f) => f.rule) } });
     }
     const targets = cert.targets.map((t) => t.description);
@@ -174,7 +183,9 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
         await target.stage(material, signal);
         w.staged.push(target);
         log.info({ step: 'stage', target: target.description, fingerprint: material.fingerprint }, 'staged');
+        await audit(rt, { event: 'deployment', cert: cert.name, target: target.description, result: 'staged', fingerprint: material.fingerprint, version: material.version });
       } catch (err) {
+        await audit(rt, { event: 'deployment', cert: cert.name, target: target.description, result: 'failed', fingerprint: material.fingerprint, version: material.version, error: errorOf(err) });
         await rollbackTargets(rt, w, signal);
         throw err;
       }
@@ -215,8 +226,10 @@ async function rollbackTargets(rt: Runtime, w: Work, signal: AbortSignal): Promi
     try {
       await t.rollback(signal);
       rt.log.warn({ cert: w.cert.name, step: 'rollback', target: t.description }, 'rolled back');
+      await audit(rt, { event: 'rollback', cert: w.cert.name, target: t.description, result: 'ok', fingerprint: w.material?.fingerprint, restoredFingerprint: w.state.lastGood?.fingerprint });
     } catch (err) {
       rt.log.error({ cert: w.cert.name, step: 'rollback', target: t.description, err: messageOf(err) }, 'rollback failed');
+      await audit(rt, { event: 'rollback', cert: w.cert.name, target: t.description, result: 'failed', fingerprint: w.material?.fingerprint, error: errorOf(err) });
     }
   }
   w.staged = [];
@@ -238,6 +251,12 @@ async function reloadAndVerify(rt: Runtime, staged: Work[], signal: AbortSignal)
   const reloadGroup = async (spec: ReloadSpec, members: Work[], again: boolean): Promise<boolean> => {
     const entry: CycleReport['reloads'][number] = { command: describeReload(spec), result: 'ok', certificates: members.map((m) => m.cert.name) };
     reloads.push(entry);
+    const ok = await reloadOnce(spec, members, again, entry);
+    await audit(rt, { event: 'reload', command: entry.command, certificates: entry.certificates, result: entry.result, again, error: entry.error });
+    return ok;
+  };
+
+  const reloadOnce = async (spec: ReloadSpec, members: Work[], again: boolean, entry: CycleReport['reloads'][number]): Promise<boolean> => {
     try {
       await runTest(spec, signal);
     } catch (err) {
@@ -276,11 +295,15 @@ async function reloadAndVerify(rt: Runtime, staged: Work[], signal: AbortSignal)
     try {
       await waitForServed({ ...w.cert.verify, expected: w.material.fingerprint, certName: w.cert.name }, signal);
       rt.log.info({ cert: w.cert.name, step: 'verify', fingerprint: w.material.fingerprint }, 'served certificate verified');
+      await audit(rt, { event: 'verification', cert: w.cert.name, connect: w.cert.verify.connect, servername: w.cert.verify.servername, expected: w.material.fingerprint, result: 'ok' });
     } catch (err) {
+      await audit(rt, { event: 'verification', cert: w.cert.name, connect: w.cert.verify.connect, servername: w.cert.verify.servername, expected: w.material.fingerprint, result: 'failed', error: errorOf(err) });
+      // Only targets the server reads at reload need one to take the rollback back in.
+      const reloadNeeded = w.staged.some((t) => t.needsReload);
       fail(rt, w, err);
       await rollbackTargets(rt, w, signal);
       const spec = w.cert.reload;
-      if (spec) {
+      if (spec && reloadNeeded) {
         const key = reloadKey(spec);
         const g = needReloadAgain.get(key) ?? { spec, members: [] };
         g.members.push(w);
@@ -296,7 +319,9 @@ async function reloadAndVerify(rt: Runtime, staged: Work[], signal: AbortSignal)
       if (!m.cert.verify || !previous) continue;
       try {
         await waitForServed({ ...m.cert.verify, expected: previous, certName: m.cert.name }, signal);
+        await audit(rt, { event: 'verification', step: 'after-rollback', cert: m.cert.name, connect: m.cert.verify.connect, servername: m.cert.verify.servername, expected: previous, result: 'ok' });
       } catch (err) {
+        await audit(rt, { event: 'verification', step: 'after-rollback', cert: m.cert.name, connect: m.cert.verify.connect, servername: m.cert.verify.servername, expected: previous, result: 'failed', error: errorOf(err) });
         const e = m.report.error;
         if (e) e.message += `; after the rollback: ${messageOf(err)}`;
         rt.log.error({ cert: m.cert.name, step: 'verify-rollback', err: messageOf(err) }, 'the previous certificate is not served after rollback');
@@ -337,7 +362,7 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     ...(lastGood ? { notAfter: new Date(lastGood.notAfter), lastRotation: new Date(lastGood.deployedAt) } : {}),
     ready: lastGood !== undefined && r.result !== 'failed',
   });
-  await rt.audit.record({
+  await audit(rt, {
     event: 'rotation',
     cert: w.cert.name,
     result: r.result,
@@ -348,5 +373,5 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     error: r.error,
     rules: r.findings?.map((f) => `${f.rule}:${f.severity}`),
     targets: w.cert.targets.map((t) => t.description),
-  }).catch((err: unknown) => rt.log.error({ err: messageOf(err) }, 'writing the audit trail failed'));
+  });
 }

@@ -3,6 +3,7 @@
  * the resolved policy, the state store. Built once per config (again on SIGHUP).
  */
 import { readFile } from 'node:fs/promises';
+import { FileAuditSink } from './audit.js';
 import type { CertificateConfig, LoadedConfig } from './config.js';
 import { type Clock, systemClock } from './clock.js';
 import { type ProviderDeps, type Source, type Target, isClosable } from './contracts.js';
@@ -155,7 +156,7 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
     clock,
     log,
     metrics,
-    audit: options.audit ?? noAudit,
+    audit: options.audit ?? (config.audit_log ? new FileAuditSink(loaded.resolvePath(config.audit_log), log, { now: () => clock.now() }) : noAudit),
     fetchAttempts: options.fetchAttempts ?? 3,
     async close() {
       for (const v of sharedValues.values()) {

@@ -1,6 +1,9 @@
-import type { Command } from '../cli.js';
+import type { Command, Io } from '../cli.js';
 import { EXIT_FAIL, EXIT_OK, EXIT_USAGE } from '../cli.js';
+import { loadConfig } from '../config.js';
+import { askDaemon } from '../control.js';
 import { CertdError } from '../errors.js';
+import { enforceFipsRuntime } from '../fips.js';
 import { acquireLock } from '../lock.js';
 import { runCycle, type CycleReport } from '../rotate.js';
 import { openRuntime, shortFingerprint, table } from './common.js';
@@ -34,7 +37,12 @@ export const rotateCommand: Command = {
 A certificate that fails is reported and the others are still processed. Material that fails
 the policy is never deployed; a failed reload test or verification rolls back to the previous
 set. Exit 0 when every certificate is deployed or unchanged, 1 when any failed, 2 on a usage or
-configuration error.`,
+configuration error.
+
+When certd run is running on the same state_dir, the cycle is asked of it over its control
+socket (state_dir/control.sock) and its report printed here, with the same output and exit
+codes; otherwise the cycle runs in this process under the deployment lock. Progress is shown
+on a terminal for more than one certificate, never with --json or when piped.`,
   options: {
     now: { type: 'boolean' },
     config: { type: 'string' },
@@ -47,22 +55,69 @@ configuration error.`,
       io.err('certd rotate: --now is required (the daemon, certd run, rotates on its schedule)\n');
       return EXIT_USAGE;
     }
-    const json = v['json'] === true;
-    const rt = await openRuntime(v['config'], io.env);
-    const lock = v['dry-run'] === true ? undefined : await acquireLock(rt.stateDir, 'certd rotate --now').catch((err: unknown) => {
-      throw err instanceof CertdError ? err : new CertdError('E_LOCKED', String(err));
-    });
-    try {
-      const progress = io.isTTY && !json && rt.certificates.length > 1
-        ? (done: number, total: number) => io.err(`\r${done}/${total} certificates checked`)
-        : undefined;
-      const report = await runCycle(rt, { only: v['cert'] as string | undefined, dryRun: v['dry-run'] === true, onProgress: progress });
-      if (progress) io.err('\n');
-      printCycle(report, json, io.out);
-      return report.ok ? EXIT_OK : EXIT_FAIL;
-    } finally {
-      await lock?.release();
-      await rt.close();
-    }
+    const request: RotateArgs = { config: v['config'] as string | undefined, cert: v['cert'] as string | undefined, dryRun: v['dry-run'] === true, json: v['json'] === true };
+    return (await rotateViaDaemon(request, io)) ?? rotateStandalone(request, io);
   },
 };
+
+export interface RotateArgs {
+  config: string | undefined;
+  cert: string | undefined;
+  dryRun: boolean;
+  json: boolean;
+}
+
+/**
+ * Progress goes to stderr only for a human watching: stdout is a TTY, the output is not --json,
+ * and more than one certificate is processed. Otherwise undefined: no progress at all.
+ */
+export function progressReporter(io: Pick<Io, 'isTTY' | 'err'>, json: boolean, certificates: number): ((done: number, total: number) => void) | undefined {
+  if (!io.isTTY || json || certificates <= 1) return undefined;
+  return (done, total) => io.err(`\r${done}/${total} certificates checked`);
+}
+
+/**
+ * Asks a running `certd run` (same state_dir) to run the cycle, so the two never race. Returns
+ * the exit code, or undefined when no daemon listens (then the caller works standalone).
+ */
+export async function rotateViaDaemon(a: RotateArgs, io: Io): Promise<number | undefined> {
+  const loaded = loadConfig(a.config, io.env);
+  const count = a.cert === undefined ? loaded.config.certificates.length : 1;
+  const progress = progressReporter(io, a.json, count);
+  const answer = await askDaemon(
+    loaded.resolvePath(loaded.config.state_dir),
+    { op: 'rotate', ...(a.cert !== undefined ? { cert: a.cert } : {}), dryRun: a.dryRun, progress: progress !== undefined },
+    { onProgress: progress && ((p) => progress(p.done, p.total)) },
+  );
+  if (answer === undefined) return undefined;
+  if (progress) io.err('\n');
+  const report = answer as CycleReport;
+  printCycle(report, a.json, io.out);
+  return report.ok ? EXIT_OK : EXIT_FAIL;
+}
+
+/** The cycle in this process, under the deployment lock (refused while a daemon holds it). */
+export async function rotateStandalone(a: RotateArgs, io: Io): Promise<number> {
+  const json = a.json;
+  const rt = await openRuntime(a.config, io.env);
+  try {
+    // P-FIPS-RT: before any material is fetched (fips_runtime: require refuses with exit 2).
+    enforceFipsRuntime(rt.loaded.config.fips_runtime, rt.log);
+  } catch (err) {
+    await rt.close();
+    throw err;
+  }
+  const lock = a.dryRun ? undefined : await acquireLock(rt.stateDir, 'certd rotate --now').catch((err: unknown) => {
+    throw err instanceof CertdError ? err : new CertdError('E_LOCKED', String(err));
+  });
+  try {
+    const progress = progressReporter(io, json, a.cert === undefined ? rt.certificates.length : 1);
+    const report = await runCycle(rt, { only: a.cert, dryRun: a.dryRun, onProgress: progress });
+    if (progress) io.err('\n');
+    printCycle(report, json, io.out);
+    return report.ok ? EXIT_OK : EXIT_FAIL;
+  } finally {
+    await lock?.release();
+    await rt.close();
+  }
+}

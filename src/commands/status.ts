@@ -1,6 +1,11 @@
 import type { Command } from '../cli.js';
-import { EXIT_OK } from '../cli.js';
-import { loadConfig } from '../config.js';
+import { EXIT_FAIL, EXIT_OK } from '../cli.js';
+import { loadConfig, type LoadedConfig } from '../config.js';
+import { askDaemon } from '../control.js';
+import type { DaemonStatus, LiveStatus } from '../daemon.js';
+import { parseDuration } from '../duration.js';
+import { messageOf } from '../errors.js';
+import { type Health, healthOf } from '../health.js';
 import { StateStore, type CertState } from '../state.js';
 import { shortFingerprint, table } from './common.js';
 
@@ -36,8 +41,8 @@ export function statusEntry(s: CertState, configured: boolean): StatusEntry {
   };
 }
 
-export async function readStatus(configFlag: unknown, env: NodeJS.ProcessEnv): Promise<StatusEntry[]> {
-  const loaded = loadConfig(typeof configFlag === 'string' ? configFlag : undefined, env);
+/** Every configured certificate, then records of certificates no longer configured. */
+export async function statusEntries(loaded: LoadedConfig): Promise<StatusEntry[]> {
   const store = new StateStore(loaded.resolvePath(loaded.config.state_dir));
   const names = loaded.config.certificates.map((c) => c.name);
   const entries: StatusEntry[] = [];
@@ -46,21 +51,60 @@ export async function readStatus(configFlag: unknown, env: NodeJS.ProcessEnv): P
   return entries;
 }
 
+export async function readStatus(configFlag: unknown, env: NodeJS.ProcessEnv): Promise<StatusEntry[]> {
+  return statusEntries(loadConfig(typeof configFlag === 'string' ? configFlag : undefined, env));
+}
+
+/** health.ts's rule over the state files of `loaded` (what the daemon's /healthz answers too). */
+export async function healthOfConfig(loaded: LoadedConfig, now: Date): Promise<Health> {
+  const store = new StateStore(loaded.resolvePath(loaded.config.state_dir));
+  const names = loaded.config.certificates.map((c) => c.name);
+  const states = new Map<string, CertState>();
+  for (const name of names) states.set(name, await store.get(name));
+  return healthOf(names, states, parseDuration(loaded.config.renew_before), now);
+}
+
+/** The running daemon's view of `loaded`'s state_dir, or undefined when none answers. */
+async function askLive(loaded: LoadedConfig): Promise<LiveStatus | undefined> {
+  const answer = await askDaemon(loaded.resolvePath(loaded.config.state_dir), { op: 'status' }, { timeoutMs: 5_000 });
+  return answer as LiveStatus | undefined;
+}
+
 export const statusCommand: Command = {
   summary: 'certd status: what is deployed for each certificate and how its last cycle ended.',
-  usage: 'certd status [--config F] [--json]',
+  usage: 'certd status [--config F] [--json] [--health]',
   help: `Options:
   --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --json       {"certificates": [{"name","fingerprint","notAfter","version","lastResult",...}]}
+  --json       {"certificates": [{"name","fingerprint","notAfter","version","lastResult",...}],
+               "daemon": {...}} (daemon: the running certd's live state, when one answers)
+  --health     a health check: one line per problem, exit 1 when there is any. A configured
+               certificate is a problem when it has never been deployed, when its last cycle
+               failed, or when what is deployed expires within renew_before (at most a sixth
+               of its lifetime, so short-lived issued certificates are judged fairly). With
+               --json: {"ok", "problems": [{"name","problem","message"}]}.
 
-Reads the last-good records in state_dir; shows no key material. Exit 0.`,
-  options: { config: { type: 'string' }, json: { type: 'boolean' } },
+Reads the last-good records in state_dir and asks a running certd (certd run) over its control
+socket for its live state; shows no key material. Exit 0 (with --health: 0 healthy, 1 not).`,
+  options: { config: { type: 'string' }, json: { type: 'boolean' }, health: { type: 'boolean' } },
   async run(v, _p, io) {
-    const entries = await readStatus(v['config'], io.env);
+    const loaded = loadConfig(typeof v['config'] === 'string' ? v['config'] : undefined, io.env);
+    if (v['health'] === true) {
+      // From the state files, not the socket: the check must work whether or not the daemon answers.
+      const health = await healthOfConfig(loaded, new Date());
+      if (v['json'] === true) io.out(`${JSON.stringify(health, null, 2)}\n`);
+      else io.out(health.ok ? `ok: ${loaded.config.certificates.length} certificate(s) deployed and current\n` : health.problems.map((p) => `${p.message}\n`).join(''));
+      return health.ok ? EXIT_OK : EXIT_FAIL;
+    }
+    const live = await askLive(loaded).catch((err: unknown) => {
+      io.err(`certd status: the running certd did not answer (${messageOf(err)}); showing the state files\n`);
+      return undefined;
+    });
+    const entries = live?.certificates ?? (await statusEntries(loaded));
     if (v['json'] === true) {
-      io.out(`${JSON.stringify({ certificates: entries }, null, 2)}\n`);
+      io.out(`${JSON.stringify({ certificates: entries, ...(live ? { daemon: live.daemon } : {}) }, null, 2)}\n`);
       return EXIT_OK;
     }
+    if (live) io.out(daemonLine(live.daemon));
     const rows = [['CERTIFICATE', 'DEPLOYED', 'NOT AFTER', 'VERSION', 'LAST RESULT', 'DETAIL']];
     for (const e of entries) {
       rows.push([
@@ -73,6 +117,17 @@ Reads the last-good records in state_dir; shows no key material. Exit 0.`,
       ]);
     }
     io.out(table(rows));
+    if (live) {
+      for (const c of live.daemon.schedules) {
+        if (c.nextAttempt) io.out(`${c.name}: ${c.failures} consecutive failure(s); next attempt at ${c.nextAttempt}\n`);
+      }
+    }
     return EXIT_OK;
   },
 };
+
+function daemonLine(d: DaemonStatus): string {
+  const cycle = d.cycle ? `cycle running since ${d.cycle.since} (${d.cycle.trigger})` : 'idle';
+  const last = d.lastCycle ? `last cycle ${d.lastCycle.startedAt} ${d.lastCycle.ok ? 'ok' : `failed: ${d.lastCycle.failed.join(', ')}`}` : 'no cycle yet';
+  return `certd run: pid ${d.pid}, ${d.phase}, schedule "${d.schedule ?? '-'}", ${cycle}, ${last}\n\n`;
+}
