@@ -26,9 +26,8 @@ import { z } from 'zod';
 import type { DescribesDeployment, Material, ProviderDeps, Target, TargetFactory } from '../src/contracts.js';
 import { parseDuration } from '../src/duration.js';
 import { CertdError, messageOf, scrub } from '../src/errors.js';
-import { duration, pathString } from '../src/schema.js';
 import type { Secret } from '../src/secret.js';
-import { type ApiAnswer, type ApiClient, type ApiEndpoint, parseApiUrl, sharedClient } from './http-api.js';
+import { type ApiAnswer, type ApiClient, apiConnectionFields, checkApiConnection, parseApiUrl, sharedClient } from './http-api.js';
 
 const schema = z
   .strictObject({
@@ -41,25 +40,9 @@ const schema = z
     id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'APISIX ids are [A-Za-z0-9_.-], at most 64 characters').optional(),
     /** Server names the object is served for; default: the leaf's DNS SANs. */
     snis: z.array(z.string().min(1)).min(1).optional(),
-    ca: pathString.optional(),
-    client_cert: pathString.optional(),
-    client_key: pathString.optional(),
-    timeout: duration('10s'),
+    ...apiConnectionFields,
   })
-  .superRefine((c, ctx) => {
-    let ep: ApiEndpoint | undefined;
-    try {
-      ep = parseApiUrl(c.url);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', path: ['url'], message: messageOf(err) });
-    }
-    if ((c.client_cert === undefined) !== (c.client_key === undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['client_cert'], message: 'give both client_cert and client_key, or neither' });
-    }
-    if (ep && !ep.tls && (c.ca !== undefined || c.client_cert !== undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['ca'], message: 'ca, client_cert and client_key apply to an https url only' });
-    }
-  });
+  .superRefine(checkApiConnection);
 
 type ApisixConfig = z.infer<typeof schema>;
 

@@ -12,6 +12,8 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { CertdError, messageOf } from '../src/errors.js';
 import type { Dispatcher } from 'undici';
+import { z } from 'zod';
+import { duration, pathString } from '../src/schema.js';
 import type { Closable, ProviderDeps } from '../src/contracts.js';
 
 /** Where an API lives. `display` is the URL as configured, for messages. */
@@ -196,4 +198,33 @@ function connectionProblem(err: unknown, ep: ApiEndpoint): string {
 export function sharedClient(deps: ProviderDeps, kind: string, endpoint: ApiEndpoint, tls: TlsFiles): ApiClient {
   const id = JSON.stringify([kind, endpoint.display, tls.ca ?? null, tls.clientCert ?? null, tls.clientKey ?? null]);
   return deps.shared(`http-api:${id}`, () => new ApiClient(endpoint, tls));
+}
+
+/** The connection keys every HTTP API target takes (with `url`). */
+export const apiConnectionFields = {
+  /** CA bundle (PEM file) that signs the API's TLS certificate, for https. */
+  ca: pathString.optional(),
+  client_cert: pathString.optional(),
+  client_key: pathString.optional(),
+  /** Per request. */
+  timeout: duration('10s'),
+};
+
+/** Checks across the connection keys: a valid url, client cert and key together, TLS files only with https. */
+export function checkApiConnection(
+  c: { url: string; ca?: string | undefined; client_cert?: string | undefined; client_key?: string | undefined },
+  ctx: z.RefinementCtx,
+): void {
+  let ep: ApiEndpoint | undefined;
+  try {
+    ep = parseApiUrl(c.url);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', path: ['url'], message: messageOf(err) });
+  }
+  if ((c.client_cert === undefined) !== (c.client_key === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['client_cert'], message: 'give both client_cert and client_key, or neither' });
+  }
+  if (ep && !ep.tls && (c.ca !== undefined || c.client_cert !== undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['ca'], message: 'ca, client_cert and client_key apply to an https url only' });
+  }
 }

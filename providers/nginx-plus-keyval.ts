@@ -34,8 +34,8 @@ import type { DescribesDeployment, Material, ProviderDeps, Target, TargetFactory
 import { parseDuration } from '../src/duration.js';
 import { CertdError, messageOf, scrub } from '../src/errors.js';
 import { isMemoryBacked, writeFileAtomic } from '../src/fsutil.js';
-import { duration, pathString } from '../src/schema.js';
-import { type ApiAnswer, type ApiClient, type ApiEndpoint, parseApiUrl, sharedClient } from './http-api.js';
+import { pathString } from '../src/schema.js';
+import { type ApiAnswer, type ApiClient, apiConnectionFields, checkApiConnection, parseApiUrl, sharedClient } from './http-api.js';
 import { Serial } from './serial.js';
 
 const schema = z
@@ -58,29 +58,11 @@ const schema = z
     stream: z.boolean().default(false),
     /** Delete (PATCH null) keys certd wrote earlier for certificates no longer configured. */
     prune: z.boolean().default(false),
-    /** CA bundle (PEM file) that signs the API's TLS certificate, for https. */
-    ca: pathString.optional(),
-    client_cert: pathString.optional(),
-    client_key: pathString.optional(),
     /** nginx binary (or argv prefix, e.g. [/usr/sbin/nginx, -c, /etc/nginx/nginx.conf]) for the `nginx -T` check of state=. */
     nginx_binary: z.union([pathString, z.array(z.string().min(1)).min(1)]).optional(),
-    /** Per request. */
-    timeout: duration('10s'),
+    ...apiConnectionFields,
   })
-  .superRefine((c, ctx) => {
-    let ep: ApiEndpoint | undefined;
-    try {
-      ep = parseApiUrl(c.url);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', path: ['url'], message: messageOf(err) });
-    }
-    if ((c.client_cert === undefined) !== (c.client_key === undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['client_cert'], message: 'give both client_cert and client_key, or neither' });
-    }
-    if (ep && !ep.tls && (c.ca !== undefined || c.client_cert !== undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['ca'], message: 'ca, client_cert and client_key apply to an https url only' });
-    }
-  });
+  .superRefine(checkApiConnection);
 
 type KeyvalConfig = z.infer<typeof schema>;
 
