@@ -29,7 +29,7 @@ import { type Logger } from './log.js';
 import { noMetrics } from './metrics.js';
 import type { MetricsServer, PromMetrics } from './metrics-server.js';
 import { type CycleReport, runCycle } from './rotate.js';
-import { type AuditSink, buildRuntime, type Runtime, type RuntimeOptions } from './runtime.js';
+import { buildRuntime, type Runtime, type RuntimeOptions } from './runtime.js';
 import type { CertState, CycleOutcome } from './state.js';
 import { healthOfConfig, statusEntries, type StatusEntry } from './commands/status.js';
 
@@ -183,8 +183,6 @@ export interface DaemonOptions {
   once?: boolean | undefined;
   /** Runs on every config before it is used, at start and on reload; throwing refuses it (fips_runtime: require). */
   preflight?: ((loaded: LoadedConfig) => Promise<void>) | undefined;
-  /** Where audit records go, per config. */
-  audit?: ((loaded: LoadedConfig) => AuditSink | Promise<AuditSink>) | undefined;
   /** Attempts per fetch within a cycle (runtime default 3). */
   fetchAttempts?: number | undefined;
   /** Builds the runtime of a config (default buildRuntime); tests hand in their own providers here. */
@@ -281,6 +279,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       { step: 'start', config: loaded.path, schedule: this.#o.once ? null : loaded.config.schedule, jitter: loaded.config.jitter, certificates: rt.certificates.map((c) => c.name), stateDir: rt.stateDir, controlSocket: this.#control?.path ?? null, pid: process.pid },
       'certd started',
     );
+    await this.#audit(rt, { event: 'daemon-start', certificates: rt.certificates.map((c) => c.name), reason: `certd run, pid ${process.pid}, config ${loaded.path}` });
     await this.#exclusive(async () => {
       if (!this.#stop.signal.aborted) await this.#cycle('start', {});
     });
@@ -296,7 +295,6 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       clock: this.#clock,
       env: this.#env,
       metrics: this.#metrics ?? noMetrics,
-      ...(this.#o.audit ? { audit: await this.#o.audit(loaded) } : {}),
       ...(this.#o.fetchAttempts !== undefined ? { fetchAttempts: this.#o.fetchAttempts } : {}),
     };
     return (this.#o.buildRuntime ?? buildRuntime)(loaded, options);
@@ -459,6 +457,8 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   }
 
   async #reload(): Promise<boolean> {
+    // A SIGHUP during the first cycle is taken once start-up has finished, not dropped.
+    if (this.#phase === 'starting') await this.#starting?.catch(() => undefined);
     const old = this.#rt;
     if (!old || this.#phase !== 'running') {
       this.#log.warn({ step: 'reload' }, 'not reloading: the daemon is not running');
@@ -476,7 +476,9 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       rt = await this.#build(loaded);
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
-      this.#log.error({ step: 'reload', code: err instanceof CertdError ? err.code : 'E_INTERNAL', err: messageOf(err) }, 'reloading the config failed; the running config stays in use');
+      const code = err instanceof CertdError ? err.code : 'E_INTERNAL';
+      this.#log.error({ step: 'reload', code, err: messageOf(err) }, 'reloading the config failed; the running config stays in use');
+      await this.#audit(old, { event: 'config-reload', result: 'refused', error: { code, message: messageOf(err) } });
       this.#emit('reload-failed', e);
       return false;
     }
@@ -500,6 +502,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     const listenBefore = this.#o.metricsListen === false ? undefined : (this.#o.metricsListen ?? before.metrics.listen);
     if (listenNow !== listenBefore) this.#log.warn({ step: 'reload', listen: listenNow ?? null }, 'metrics.listen changes take effect when certd restarts');
     this.#log.info({ step: 'reload', config: loaded.path, schedule: loaded.config.schedule, certificates: names }, 'config reloaded');
+    await this.#audit(rt, { event: 'config-reload', result: 'ok', certificates: names });
     this.#emit('reloaded', loaded);
     this.#emit('status', this.#statusLine());
     return true;
@@ -526,6 +529,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     await this.#chain;
     await this.#reloading.catch(() => undefined);
     await this.#chain;
+    if (this.#rt && this.#lock) await this.#audit(this.#rt, { event: 'daemon-stop', certificates: this.#rt.certificates.map((c) => c.name) });
     await this.#teardown();
     this.#phase = 'stopped';
     this.#log.info({ step: 'stop' }, 'certd stopped');
@@ -542,6 +546,11 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     await this.#rt?.close().catch((err: unknown) => this.#log.warn({ step: 'stop', err: messageOf(err) }, 'closing the runtime failed'));
     await this.#lock?.release().catch(() => undefined);
     this.#lock = undefined;
+  }
+
+  /** Daemon lifecycle in the audit trail (audit_log): who deployed when, under which config. */
+  async #audit(rt: Runtime, event: Record<string, unknown>): Promise<void> {
+    await rt.audit.record(event).catch((err: unknown) => this.#log.error({ step: 'audit', err: messageOf(err) }, 'writing the audit trail failed'));
   }
 
   /** The health rule of health.ts over the configured certificates' state files. */

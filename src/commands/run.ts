@@ -2,13 +2,10 @@ import type { Command } from '../cli.js';
 import { EXIT_FAIL, EXIT_OK } from '../cli.js';
 import { loadConfig } from '../config.js';
 import { Daemon } from '../daemon.js';
+import { enforceFipsRuntime } from '../fips.js';
+import { attachNotifier, createNotifier } from '../sd-notify.js';
 import { loggerFor } from './common.js';
 
-/**
- * Integrations that watch the daemon (sd_notify, ...). Each is given the daemon before it starts
- * and subscribes to its events (see DaemonEvents in daemon.ts); none may block a cycle.
- */
-export const integrations: ((daemon: Daemon, env: NodeJS.ProcessEnv) => void | Promise<void>)[] = [];
 
 /** A stop that does not finish in this time ends the process anyway (systemd would SIGKILL it later). */
 const STOP_GRACE_MS = 120_000;
@@ -44,8 +41,18 @@ Exit: 0 after a clean stop; 1 when the lock is held by another certd; 2 on a con
     const loaded = loadConfig(configPath, io.env);
     const log = loggerFor(loaded, io.env);
     const once = v['once'] === true;
-    const daemon = new Daemon({ configPath, log, env: io.env, once, ...(once ? { metricsListen: false as const } : {}) });
-    for (const attach of integrations) await attach(daemon, io.env);
+    const daemon = new Daemon({
+      configPath,
+      log,
+      env: io.env,
+      once,
+      ...(once ? { metricsListen: false as const } : {}),
+      // P-FIPS-RT at start and for every reloaded config (fips_runtime: require refuses it).
+      preflight: async (c) => void enforceFipsRuntime(c.config.fips_runtime, log),
+    });
+    // systemd Type=notify: READY after the first cycle, STATUS lines, watchdog pings, STOPPING.
+    // A no-op unless NOTIFY_SOCKET is set; unix-dgram is loaded only then.
+    attachNotifier(daemon, createNotifier(io.env, { log }));
 
     let stopRequested: (signal: NodeJS.Signals) => void = () => undefined;
     const stopSignal = new Promise<NodeJS.Signals>((resolve) => (stopRequested = resolve));

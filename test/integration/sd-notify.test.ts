@@ -270,4 +270,45 @@ certificates:
       assert.equal(createNotifier({ WATCHDOG_USEC: '6000000' }).watchdogIntervalMs, undefined);
     });
   });
+
+  it('`certd run` itself (Type=notify): READY=1 after the first cycle, STATUS, WATCHDOG=1, then STOPPING=1 on SIGTERM', async () => {
+    const dir = mkdtempSync('/dev/shm/certd-sdnotify-run-');
+    const sock = join(dir, 'notify.sock');
+    const listener = listen(sock);
+    const config = join(dir, 'config.yaml');
+    writeFileSync(config, `state_dir: ${dir}/state
+schedule: "0 0 1 1 *"
+certificates:
+  - name: notified
+    source: { type: local-ca, dns_names: [notify.test], ttl: 1h }
+    targets: [{ type: tmpfs, dir: ${dir}/out }]
+`);
+    const child = spawn(process.execPath, [join(process.cwd(), 'bin/certd'), 'run', '--config', config], {
+      env: { ...process.env, NOTIFY_SOCKET: sock, WATCHDOG_USEC: '200000', CERTD_LOG_FORMAT: 'json' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      const deadline = Date.now() + 20_000;
+      const has = (re: RegExp) => listener.messages.some((m) => re.test(m));
+      while (!(has(/^READY=1/m) && has(/^WATCHDOG=1/m)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(has(/^READY=1/m), `no READY=1; got ${JSON.stringify(listener.messages)}; ${stderr}`);
+      assert.ok(has(/^STATUS=.+/m), 'a STATUS= line');
+      assert.ok(has(/^WATCHDOG=1/m), 'watchdog pings at half of WATCHDOG_USEC');
+      const code = await new Promise<number | null>((resolve) => {
+        child.once('exit', resolve);
+        child.kill('SIGTERM');
+      });
+      assert.equal(code, 0, stderr);
+      assert.ok(has(/^STOPPING=1/m), 'STOPPING=1 before exit');
+      const ready = listener.messages.findIndex((m) => /^READY=1/m.test(m));
+      const stopping = listener.messages.findIndex((m) => /^STOPPING=1/m.test(m));
+      assert.ok(ready < stopping);
+    } finally {
+      child.kill('SIGKILL');
+      listener.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -443,7 +443,9 @@ describe('certd run: no overlap, reload, stop', () => {
 
     const first = h.ticker.tick();
     await slow.hold.started.promise;
-    await h.ticker.tick(); // returns at once: skipped
+    const second = h.ticker.tick();
+    const outcome = await Promise.race([second.then(() => 'returned'), settle().then(() => 'still waiting')]);
+    assert.equal(outcome, 'returned', 'a tick during a running cycle returns at once instead of queueing');
     assert.equal(skipped, 1);
     assert.equal(h.logged('previous cycle still running; skipping this scheduled cycle').length, 1);
     assert.equal(slow.fetched.length, 2, 'the skipped tick fetched nothing');
@@ -469,7 +471,7 @@ describe('certd run: no overlap, reload, stop', () => {
   });
 
   it('reload() with a bad config keeps the running one; a good one is taken between cycles', async () => {
-    const h = harness([{ name: 'one' }]);
+    const h = harness([{ name: 'one' }], { extra: 'audit_log: audit.jsonl' });
     await h.daemon.start();
     const failures: Error[] = [];
     h.daemon.on('reload-failed', (e) => failures.push(e));
@@ -489,13 +491,19 @@ describe('certd run: no overlap, reload, stop', () => {
     assert.deepEqual(h.expressions, ['*/5 * * * *']);
 
     h.addCert({ name: 'two' });
-    writeFileSync(h.configPath, configYaml(h.dir, ['one', 'two'], 'schedule: "*/10 * * * *"'));
+    writeFileSync(h.configPath, configYaml(h.dir, ['one', 'two'], 'schedule: "*/10 * * * *"\naudit_log: audit.jsonl'));
     assert.equal(await h.daemon.reload(), true);
     assert.deepEqual(h.expressions, ['*/5 * * * *', '*/10 * * * *'], 'a new schedule re-arms the ticker');
     await h.ticker.tick();
     assert.equal(src(h, 'two').fetched.length, 1);
     liveSet(tgt(h, 'two').dir);
     await h.daemon.stop();
+    const audit = readFileSync(join(h.dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      audit.filter((r) => ['daemon-start', 'config-reload', 'daemon-stop'].includes(String(r['event']))).map((r) => [r['event'], r['result']]),
+      [['daemon-start', undefined], ['config-reload', 'refused'], ['config-reload', 'refused'], ['config-reload', 'ok'], ['daemon-stop', undefined]],
+      "the daemon's lifecycle is in the audit trail",
+    );
   });
 
   it('stop() mid-cycle aborts fetches but lets a started stage finish: every target holds a whole set', async () => {
