@@ -6,13 +6,16 @@ import { CertdError } from '../src/errors.js';
 import { readInput } from '../src/input.js';
 import { Material } from '../src/material.js';
 import { parseBundle } from '../src/policy/pem.js';
-import { pathString } from '../src/schema.js';
+import { decryptPrivateKey } from '../src/kms.js';
+import { keyEncryption, pathString } from '../src/schema.js';
 
 const schema = z.strictObject({
   type: z.literal('file'),
   cert: pathString,
   key: pathString,
   chain: pathString.optional(),
+  /** The key file holds base64 KMS ciphertext of the key (see src/kms.ts). */
+  key_encryption: keyEncryption,
 });
 
 export const fileSource = {
@@ -24,12 +27,14 @@ export const fileSource = {
     const chainPath = config.chain === undefined ? undefined : deps.resolvePath(config.chain);
     const origin = `file:${certPath}`;
     return {
-      async fetch() {
+      async fetch(_ref, signal) {
         const certBytes = await readInput(certPath, `reading certificate of ${cert.name}`);
         const keyBytes = await readInput(keyPath, `reading private key of ${cert.name}`);
         const chainBytes = chainPath ? await readInput(chainPath, `reading chain of ${cert.name}`) : Buffer.alloc(0);
         const certs = [...parseBundle(certBytes).certs, ...(chainPath ? parseBundle(chainBytes).certs : [])];
-        const keyPem = parseBundle(keyBytes).keyPem;
+        const keyPem = config.key_encryption
+          ? await decryptPrivateKey(deps, config.key_encryption, keyBytes, { cert: cert.name, where: `file ${keyPath}` }, signal)
+          : parseBundle(keyBytes).keyPem;
         if (!keyPem) {
           throw new CertdError('E_PARSE', `reading private key of ${cert.name}: ${keyPath} holds no PEM private key`, { permanent: true });
         }

@@ -77,6 +77,51 @@ export interface Target {
   rollback(signal: AbortSignal): Promise<void>;
 }
 
+/**
+ * Optional: a source that reads in batches (Secrets Manager BatchGetSecretValue, SSM
+ * GetParameters). Sources sharing one batcher (`deps.shared`) return the same `prefetcher`.
+ *
+ * The cycle calls `prefetch` once per distinct prefetcher, before any fetch, with the refs of
+ * every certificate of that prefetcher taking part, so a hundred certificates cost a handful
+ * of requests instead of a hundred. `prefetch` MUST NOT throw for one bad item: it keeps the
+ * answer (value or per-item error) for each ref, and each source's `fetch` then takes its own
+ * answer once. A ref with no kept answer (the batch failed, the fetch is a retry, no cycle
+ * called prefetch) MUST still be fetched directly: prefetching is a saving, never a condition.
+ * `prefetch` MAY throw when the whole batch failed; the cycle logs it and fetches directly.
+ */
+export interface Prefetcher {
+  prefetch(refs: readonly FetchRef[], signal: AbortSignal): Promise<void>;
+}
+
+export interface Prefetching {
+  readonly prefetcher: Prefetcher;
+}
+
+export function isPrefetching(source: Source): source is Source & Prefetching {
+  return typeof (source as Partial<Prefetching>).prefetcher?.prefetch === 'function';
+}
+
+/**
+ * Optional: a source whose one config entry stands for many certificates (ssm `path`: one
+ * certificate per folder under a prefix).
+ *
+ * `discover` lists the members as they are now (raw names, e.g. "team/web"); it MAY read all
+ * the members' material in the same requests and keep it for their `fetch`. `member(name)` is
+ * the source of one member; it is called with names `discover` returned and MUST fetch that
+ * member directly when nothing was kept. The cycle expands the entry into certificates named
+ * `<entry>-<name>` (name lower-cased, anything outside [a-z0-9-] turned into "-") whose target,
+ * reload and verify strings have `{name}` replaced by that sanitised name. `fetch` of the
+ * entry itself is never called. Errors of `discover` follow the rules of `Source.fetch`.
+ */
+export interface Discovering {
+  discover(signal: AbortSignal): Promise<readonly string[]>;
+  member(name: string): Source;
+}
+
+export function isDiscovering(source: Source): source is Source & Discovering {
+  return typeof (source as Partial<Discovering>).discover === 'function' && typeof (source as Partial<Discovering>).member === 'function';
+}
+
 /** Optional: a target that can say where and how the material is deployed (status, report). */
 export interface DescribesDeployment {
   deployment(): Promise<Record<string, unknown>>;

@@ -226,6 +226,17 @@ function verdictOf(findings: readonly Finding[]): CertificateSection['verdict'] 
   return findings.length > 0 ? 'warn' : 'pass';
 }
 
+function describeChain(section: CertificateSection, certs: readonly Buffer[], cert: CertificateRuntime, lastGoodFingerprint: string | undefined, now: Date): void {
+  const summaries = certs.map((der, i): ChainEntry => ({ ...describeCertificate(der), role: i === 0 ? 'leaf' : 'intermediate' }));
+  const leaf = summaries[0]!;
+  section.leaf = { ...leaf, daysLeft: daysLeft(leaf.notAfter, now) };
+  section.matchesLastGood = lastGoodFingerprint === undefined ? null : lastGoodFingerprint === leaf.fingerprint256;
+  const anchor = findAnchor(certs, cert.policy.trustAnchors);
+  section.anchor = anchor;
+  section.chain = summaries.map((s) => (anchor?.from === 'deployed chain' && s.fingerprint256 === anchor.fingerprint256 ? { ...s, role: 'anchor' as const, from: 'deployed chain' as const } : s));
+  if (anchor?.from === 'trust_anchors') section.chain.push(anchor);
+}
+
 async function certificateSection(rt: Runtime, cert: CertificateRuntime, state: CertState, history: AuditRecord[], now: Date): Promise<CertificateSection> {
   const deployment: Record<string, unknown>[] = [];
   let certs: Buffer[] | undefined;
@@ -269,15 +280,14 @@ async function certificateSection(rt: Runtime, cert: CertificateRuntime, state: 
     history,
   };
   if (certs && certs.length > 0) {
-    const summaries = certs.map((der, i): ChainEntry => ({ ...describeCertificate(der), role: i === 0 ? 'leaf' : 'intermediate' }));
-    const leaf = summaries[0]!;
-    section.leaf = { ...leaf, daysLeft: daysLeft(leaf.notAfter, now) };
-    section.anchor = findAnchor(certs, cert.policy.trustAnchors);
-    section.chain = summaries.map((s) => (section.anchor?.from === 'deployed chain' && s.fingerprint256 === section.anchor.fingerprint256 ? { ...s, role: 'anchor' as const, from: 'deployed chain' as const } : s));
-    if (section.anchor?.from === 'trust_anchors') section.chain.push(section.anchor);
+    // checkPolicy never throws; describing a certificate it refuses as unparseable can.
     section.findings = checkPolicy({ certs, hostnames: cert.hostnames }, cert.policy, now).map(withReferences);
     section.verdict = verdictOf(section.findings);
-    section.matchesLastGood = lastGood ? lastGood.fingerprint === leaf.fingerprint256 : null;
+    try {
+      describeChain(section, certs, cert, lastGood?.fingerprint, now);
+    } catch (err) {
+      section.checkedFrom += `; the certificates could not be described: ${messageOf(err)}`;
+    }
   } else if (lastGood) {
     section.lastGood = {
       fingerprint: lastGood.fingerprint,
@@ -492,10 +502,28 @@ export async function buildReport(loaded: LoadedConfig, options: ReportOptions):
     const limit = loaded.config.report.history;
     const certificates: CertificateSection[] = [];
     const endpoints: EndpointSection[] = [];
-    for (const cert of rt.certificates) {
+    // A discovering entry (ssm `path`) deploys nothing itself: its members are the certificates.
+    const members: CertificateRuntime[] = [];
+    const discoveryErrors = new Map<string, string>();
+    for (const entry of rt.certificates) {
+      if (!entry.expand) {
+        members.push(entry);
+        continue;
+      }
+      try {
+        members.push(...(await entry.expand(AbortSignal.timeout(60_000))));
+      } catch (err) {
+        options.log.error({ cert: entry.name, err: messageOf(err) }, 'report: discovering the members of this entry failed; they are missing from the report');
+        discoveryErrors.set(entry.name, messageOf(err));
+        members.push(entry);
+      }
+    }
+    for (const cert of members) {
       const state = await rt.state.get(cert.name);
       const history = records.filter((r) => r['cert'] === cert.name || (Array.isArray(r['certificates']) && r['certificates'].includes(cert.name))).slice(-limit);
       const section = await certificateSection(rt, cert, state, history, now);
+      const discovery = discoveryErrors.get(cert.name);
+      if (discovery !== undefined) section.checkedFrom = `discovering the certificates of this entry failed: ${discovery}`;
       certificates.push(section);
       if (options.endpoints !== false) {
         const e = await endpointSection(cert, section.leaf?.fingerprint256 ?? state.lastGood?.fingerprint);

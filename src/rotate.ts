@@ -12,6 +12,7 @@ import { describeReload, reloadKey, type ReloadSpec, runReload, runTest } from '
 import type { CertificateRuntime, Runtime } from './runtime.js';
 import type { CertState, CycleOutcome, LastGood } from './state.js';
 import { waitForServed } from './verify.js';
+import { prefetchAll } from './prefetch.js';
 
 export interface CertificateReport {
   name: string;
@@ -102,20 +103,26 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
   const startedAt = rt.clock.now();
   const t0 = Date.now();
   const dryRun = options.dryRun ?? false;
-  const named = options.only ? rt.certificates.filter((c) => c.name === options.only) : rt.certificates;
+  // --cert may name a configured entry or a member discovered under one (`<entry>-<member>`).
+  const only = options.only;
+  const named = only ? rt.certificates.filter((c) => c.name === only || (c.expand !== undefined && only.startsWith(`${c.name}-`))) : rt.certificates;
   if (options.only && named.length === 0) {
     throw new CertdError('E_CONFIG', `no certificate named "${options.only}" in ${rt.loaded.path} (known: ${rt.certificates.map((c) => c.name).join(', ') || 'none'})`);
   }
-  const certs = options.include ? named.filter((c) => options.include?.(c.name)) : named;
+  const entries = options.include ? named.filter((c) => options.include?.(c.name)) : named;
   const fetchSignal = options.stop ? AbortSignal.any([signal, options.stop]) : signal;
   const work: Work[] = [];
+  const certs = await expandEntries(rt, entries, options, fetchSignal, work);
+  const order = [...work.map((w) => w.cert), ...certs];
+  // Batching sources read all their certificates in a few requests before the workers start.
+  await prefetchAll(certs, rt.log, fetchSignal);
   let done = 0;
   await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
     const w = await prepare(rt, cert, dryRun, signal, fetchSignal);
     work.push(w);
     options.onProgress?.(++done, certs.length, cert.name);
   });
-  work.sort((a, b) => certs.indexOf(a.cert) - certs.indexOf(b.cert));
+  work.sort((a, b) => order.indexOf(a.cert) - order.indexOf(b.cert));
 
   const staged = work.filter((w) => w.staged.length > 0);
   const reloads = await reloadAndVerify(rt, staged, signal);
@@ -139,6 +146,30 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
   };
 }
 
+/**
+ * Entries whose source discovers (ssm `path`) replaced by the members found now; a failed
+ * discovery becomes that entry's failure in `work`, and the other certificates go on.
+ */
+async function expandEntries(rt: Runtime, entries: readonly CertificateRuntime[], options: CycleOptions, signal: AbortSignal, work: Work[]): Promise<CertificateRuntime[]> {
+  const out: CertificateRuntime[] = [];
+  for (const c of entries) {
+    if (!c.expand) {
+      out.push(c);
+      continue;
+    }
+    try {
+      const members = await c.expand(signal);
+      out.push(...members.filter((m) => (options.only === undefined || options.only === c.name || m.name === options.only) && (options.include?.(m.name) ?? true)));
+    } catch (err) {
+      const state = await rt.state.get(c.name).catch(() => ({ name: c.name }) as CertState);
+      const w: Work = { cert: c, state, started: Date.now(), report: { name: c.name, result: 'failed', durationMs: 0 }, staged: [] };
+      fail(rt, w, err instanceof CertdError ? err : new CertdError('E_SOURCE', `discovering certificates of ${c.name}: ${messageOf(err)}`, { cause: err }));
+      work.push(w);
+    }
+  }
+  return out;
+}
+
 /** Fetch, policy, compare and stage one certificate. Never throws: failures land in the report. */
 async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, signal: AbortSignal, fetchSignal: AbortSignal = signal): Promise<Work> {
   const state = await rt.state.get(cert.name).catch(() => ({ name: cert.name }) as CertState);
@@ -147,7 +178,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
   const deployed = summary(state.lastGood);
   w.report.previousFingerprint = deployed?.fingerprint;
   try {
-    if (isIssuer(cert.source) && deployed) {
+    if (isIssuer(cert.source) && deployed && !state.pending) {
       const due = cert.source.dueAt(deployed);
       if (rt.clock.now() < due) {
         Object.assign(w.report, { result: 'unchanged', fingerprint: deployed.fingerprint, version: deployed.version, notAfter: deployed.notAfter, reason: `not due until ${due.toISOString()}` });
@@ -169,7 +200,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     }
     const targets = cert.targets.map((t) => t.description);
     const sameTargets = state.lastGood !== undefined && JSON.stringify(state.lastGood.targets) === JSON.stringify(targets);
-    if (state.lastGood && state.lastGood.digest === material.digest && sameTargets) {
+    if (state.lastGood && state.lastGood.digest === material.digest && sameTargets && !state.pending) {
       Object.assign(w.report, { result: 'unchanged', reason: 'same as deployed' });
       return w;
     }
@@ -178,6 +209,8 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
       return w;
     }
     w.material = material;
+    // Before any target changes: a run killed from here until `record` leaves this behind.
+    await rt.state.put({ ...state, pending: { fingerprint: material.fingerprint, digest: material.digest, at: rt.clock.now().toISOString() } });
     for (const target of cert.targets) {
       try {
         await target.stage(material, signal);
@@ -357,6 +390,9 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     name: w.cert.name,
     lastGood,
     lastResult: { result: r.result, at: now, error: r.error, findings: r.findings, failures },
+    // A deployment this cycle attempted ended in commit or rollback; one it did not attempt
+    // leaves the marker of an interrupted earlier run in place.
+    ...(w.material === undefined && w.state.pending ? { pending: w.state.pending } : {}),
   });
   rt.metrics.certificate(w.cert.name, {
     ...(lastGood ? { notAfter: new Date(lastGood.notAfter), lastRotation: new Date(lastGood.deployedAt) } : {}),

@@ -6,7 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { FileAuditSink } from './audit.js';
 import type { CertificateConfig, LoadedConfig } from './config.js';
 import { type Clock, systemClock } from './clock.js';
-import { type ProviderDeps, type Source, type Target, isClosable } from './contracts.js';
+import { isDiscovering, type ProviderDeps, type Source, type Target, isClosable } from './contracts.js';
+import { discoveryOf, type Expand } from './discovery.js';
 import { parseDuration } from './duration.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Logger } from './log.js';
@@ -38,6 +39,11 @@ export interface CertificateRuntime {
    * renew_before at a third of it.
    */
   readonly policy: PolicySettings;
+  /**
+   * Set when the source discovers many certificates (ssm `path`): the cycle calls it and
+   * processes the members it returns instead of this entry (see discovery.ts).
+   */
+  readonly expand?: Expand | undefined;
 }
 
 /** Where audit records go (the hash-chained trail); the default drops them. */
@@ -111,7 +117,7 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
     minRemainingMs: parseDuration(config.policy.min_remaining),
     renewBeforeMs,
   };
-  const certificates = config.certificates.map((c): CertificateRuntime => {
+  const build = (c: CertificateConfig, given?: Source): CertificateRuntime => {
     const dnsNames = (c.source as { dns_names?: string[] }).dns_names ?? [];
     const hostnames = [...new Set([...c.hostnames, ...dnsNames, ...(c.verify ? [c.verify.servername] : [])])];
     const ttl = (c.source as { ttl?: string }).ttl;
@@ -123,18 +129,20 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
     const where = (what: string) => `config ${loaded.path}: certificates "${c.name}": ${what}`;
     let source: Source;
     try {
-      source = sourceFactory((c.source as { type: string }).type).create(c.source, deps, ctx);
+      source = given ?? sourceFactory((c.source as { type: string }).type).create(c.source, deps, ctx);
     } catch (err) {
       throw new CertdError('E_CONFIG', where(`source ${(c.source as { type: string }).type}: ${messageOf(err)}`), { cause: err });
     }
-    const targets = c.targets.map((t) => {
+    // An entry that discovers deploys nothing itself: its members have their own targets.
+    const discovers = given === undefined && isDiscovering(source);
+    const targets = discovers ? [] : c.targets.map((t) => {
       try {
         return targetFactory((t as { type: string }).type).create(t, deps, ctx);
       } catch (err) {
         throw new CertdError('E_CONFIG', where(`target ${(t as { type: string }).type}: ${messageOf(err)}`), { cause: err });
       }
     });
-    return {
+    const built: CertificateRuntime = {
       name: c.name,
       config: c,
       source,
@@ -146,7 +154,9 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
       hostnames,
       policy: certPolicy,
     };
-  });
+    return discovers && isDiscovering(source) ? { ...built, expand: discoveryOf(c, source, build, where) } : built;
+  };
+  const certificates = config.certificates.map((c) => build(c));
   return {
     loaded,
     certificates,

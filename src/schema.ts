@@ -26,3 +26,32 @@ export const issuerFields = {
 
 /** A file path; relative paths are resolved against the config file's folder. */
 export const pathString = z.string().min(1);
+
+/**
+ * Keys every AWS source and kms-ca takes. Without `region` the SDK's chain decides (AWS_REGION,
+ * the shared config file, IMDS); without `endpoint` the SDK reads AWS_ENDPOINT_URL_<SERVICE>,
+ * then AWS_ENDPOINT_URL. `request_timeout` bounds one HTTP attempt (the SDK retries on it).
+ */
+export const awsFields = {
+  region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'expected an AWS region such as eu-west-1').optional(),
+  endpoint: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
+  request_timeout: duration('10s'),
+};
+
+/**
+ * `key_encryption` of any source: the key field holds base64 KMS ciphertext, decrypted with
+ * KMS Decrypt under exactly this encryption context. `key_id` is optional (symmetric
+ * ciphertext names its key) and, when given, must be the key that encrypted it. `region` and
+ * `endpoint` are KMS's own; the source's endpoint is not reused (it names another service).
+ */
+export const keyEncryption = z
+  .strictObject({
+    kms: z.strictObject({
+      encryption_context: z.record(z.string().min(1), z.string()).refine((c) => Object.keys(c).length > 0, 'give at least one key: an empty context lets any ciphertext of the key decrypt'),
+      key_id: z.string().min(1).optional(),
+      ...awsFields,
+    }),
+  })
+  .optional();
+
+export type KeyEncryption = NonNullable<z.infer<typeof keyEncryption>>;

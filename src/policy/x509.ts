@@ -243,10 +243,35 @@ function parseSignature(alg: AlgorithmIdentifier): SignatureInfo {
 }
 
 /**
+ * Recently decoded certificates, by their DER bytes. A cycle decodes each certificate twice
+ * (parseBundle checks that it is one, checkPolicy reads it) and decoding is the policy's main
+ * cost (asn1js and OpenSSL's decoder each take about a millisecond per certificate), so the
+ * second decode is answered from here. Bounded: the oldest entry goes first. A ParsedCertificate
+ * holds only public facts and is never modified.
+ */
+const parsedCache = new Map<string, ParsedCertificate>();
+const PARSED_CACHE_SIZE = 256;
+
+/**
  * Decodes a DER certificate. Throws (any error) when the bytes are not a certificate that both
  * the ASN.1 schema and OpenSSL accept, or when an extension the policy reads is malformed.
  */
 export function parseCertificate(der: Buffer): ParsedCertificate {
+  const key = der.toString('latin1');
+  const cached = parsedCache.get(key);
+  if (cached) {
+    // Most recently used last, so that intermediates shared by many leaves stay.
+    parsedCache.delete(key);
+    parsedCache.set(key, cached);
+    return cached;
+  }
+  const parsed = decodeCertificate(der);
+  if (parsedCache.size >= PARSED_CACHE_SIZE) parsedCache.delete(parsedCache.keys().next().value as string);
+  parsedCache.set(key, parsed);
+  return parsed;
+}
+
+function decodeCertificate(der: Buffer): ParsedCertificate {
   const cert = AsnConvert.parse(der, Certificate);
   const x509 = new X509Certificate(der);
   const tbs = cert.tbsCertificate;
@@ -288,7 +313,7 @@ export function parseCertificate(der: Buffer): ParsedCertificate {
   const issuer = parseName(tbs.issuer);
   const selfIssued = namesEqual(subject, issuer);
   return {
-    der,
+    der: Buffer.from(der),
     x509,
     version: tbs.version + 1,
     serial: x509.serialNumber.toUpperCase(),
@@ -318,12 +343,24 @@ function verifiesWith(child: X509Certificate, parent: X509Certificate): boolean 
   }
 }
 
+/**
+ * Issuance between two decoded certificates, a pure function of their bytes: remembered per
+ * pair, so that an intermediate shared by many leaves has its signature verified once.
+ */
+const issuances = new WeakMap<ParsedCertificate, WeakMap<ParsedCertificate, { named: boolean; signed: boolean }>>();
+
 /** How `child` relates to a candidate issuer. */
 export function issuance(child: ParsedCertificate, parent: ParsedCertificate): { named: boolean; signed: boolean } {
+  let byParent = issuances.get(child);
+  const known = byParent?.get(parent);
+  if (known) return known;
   // checkIssued applies OpenSSL's own name canonicalisation; it is only a fallback because it
   // also refuses an issuer without keyCertSign, which is P-CHAIN-CA's finding, not an order one.
   const named = namesEqual(child.issuer, parent.subject) || child.x509.checkIssued(parent.x509);
-  return { named, signed: named && verifiesWith(child.x509, parent.x509) };
+  const result = Object.freeze({ named, signed: named && verifiesWith(child.x509, parent.x509) });
+  if (!byParent) issuances.set(child, (byParent = new WeakMap()));
+  byParent.set(parent, result);
+  return result;
 }
 
 export function fingerprint256(der: Buffer): string {
