@@ -70,3 +70,26 @@ export function discoveryOf(
     return out;
   };
 }
+
+/** True for an entry that stands for discovered members: its targets use `{name}`. */
+export function isDiscoveringEntry(entry: Pick<CertificateConfig, 'targets'>): boolean {
+  return JSON.stringify(entry.targets).includes(NAME_PLACEHOLDER);
+}
+
+/**
+ * The certificate names the config stands for, given the names that have state: configured
+ * entries, and for a discovering entry its members (`<entry>-...`) plus the entry itself when a
+ * failed discovery left a record under its name.
+ */
+export function configuredNames(entries: readonly CertificateConfig[], stateNames: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const e of entries) {
+    if (!isDiscoveringEntry(e)) {
+      out.push(e.name);
+      continue;
+    }
+    if (stateNames.includes(e.name)) out.push(e.name);
+    out.push(...stateNames.filter((n) => n.startsWith(`${e.name}-`)).sort());
+  }
+  return [...new Set(out)];
+}

@@ -6,6 +6,7 @@ import type { DaemonStatus, LiveStatus } from '../daemon.js';
 import { parseDuration } from '../duration.js';
 import { messageOf } from '../errors.js';
 import { type Health, healthOf } from '../health.js';
+import { configuredNames } from '../discovery.js';
 import { StateStore, type CertState } from '../state.js';
 import { shortFingerprint, table } from './common.js';
 
@@ -44,10 +45,11 @@ export function statusEntry(s: CertState, configured: boolean): StatusEntry {
 /** Every configured certificate, then records of certificates no longer configured. */
 export async function statusEntries(loaded: LoadedConfig): Promise<StatusEntry[]> {
   const store = new StateStore(loaded.resolvePath(loaded.config.state_dir));
-  const names = loaded.config.certificates.map((c) => c.name);
+  const all = await store.all();
+  const names = configuredNames(loaded.config.certificates, all.map((s) => s.name));
   const entries: StatusEntry[] = [];
-  for (const name of names) entries.push(statusEntry(await store.get(name), true));
-  for (const s of await store.all()) if (!names.includes(s.name)) entries.push(statusEntry(s, false));
+  for (const name of names) entries.push(statusEntry(all.find((s) => s.name === name) ?? { name }, true));
+  for (const s of all) if (!names.includes(s.name)) entries.push(statusEntry(s, false));
   return entries;
 }
 
@@ -58,9 +60,13 @@ export async function readStatus(configFlag: unknown, env: NodeJS.ProcessEnv): P
 /** health.ts's rule over the state files of `loaded` (what the daemon's /healthz answers too). */
 export async function healthOfConfig(loaded: LoadedConfig, now: Date): Promise<Health> {
   const store = new StateStore(loaded.resolvePath(loaded.config.state_dir));
-  const names = loaded.config.certificates.map((c) => c.name);
-  const states = new Map<string, CertState>();
-  for (const name of names) states.set(name, await store.get(name));
+  const all = await store.all();
+  // A discovering entry with no member yet is a problem too: it has deployed nothing.
+  const names = configuredNames(loaded.config.certificates, all.map((s) => s.name));
+  for (const e of loaded.config.certificates) {
+    if (!names.some((n) => n === e.name || n.startsWith(`${e.name}-`))) names.push(e.name);
+  }
+  const states = new Map<string, CertState>(all.map((s) => [s.name, s]));
   return healthOf(names, states, parseDuration(loaded.config.renew_before), now);
 }
 

@@ -205,6 +205,10 @@ describe('AWS sources with bin/certd and a real nginx', () => {
     assert.equal(readFileSync(join(dir, 'deploy', 'fleet', 'd', 'cert.pem'), 'utf8'), d.certPem);
     assert.deepEqual(Object.keys(peer.calls), ['AmazonSSM.GetParametersByPath'], 'the prefix is read by path pages only');
     for (const m of ['a', 'b', 'c'] as const) assert.equal(await served(m, HOST[m]), leaves[m]!.fingerprint);
+    // Discovered members are configured certificates for status and the health check.
+    const st = await runCertd(['status', '--config', config(entries(true)), '--json'], { env: env() });
+    const members = JSON.parse(st.stdout).certificates.filter((c: { name: string }) => c.name.startsWith('fleet-'));
+    assert.deepEqual(members.map((c: { name: string; configured: boolean }) => [c.name, c.configured]), [['fleet-a', true], ['fleet-b', true], ['fleet-c', true], ['fleet-d', true]]);
   });
 
   it('kms-ca: leaves signed in KMS chain to the CA (openssl verify) and are served', async () => {
