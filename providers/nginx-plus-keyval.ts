@@ -30,7 +30,8 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import type { DescribesDeployment, Material, ProviderDeps, Target, TargetFactory } from '../src/contracts.js';
+import type { ChecksDeployment, DescribesDeployment, Material, ProviderDeps, Target, TargetFactory } from '../src/contracts.js';
+import { leafFingerprintOfPem } from '../src/material.js';
 import { parseDuration } from '../src/duration.js';
 import { CertdError, messageOf, scrub } from '../src/errors.js';
 import { isMemoryBacked, writeFileAtomic } from '../src/fsutil.js';
@@ -146,7 +147,7 @@ interface Staged {
   readonly recordedBefore: readonly string[];
 }
 
-class KeyvalTarget implements Target, DescribesDeployment {
+class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
   readonly description: string;
   readonly needsReload = false;
   readonly #c: KeyvalConfig;
@@ -341,7 +342,13 @@ class KeyvalTarget implements Target, DescribesDeployment {
     });
   }
 
+  #snapshots(): Map<string, { at: number; zone: Promise<Record<string, unknown>> }> {
+    return this.#deps.shared('nginx-plus-keyval:snapshots', () => new Map<string, { at: number; zone: Promise<Record<string, unknown>> }>());
+  }
+
   async stage(material: Material, signal: AbortSignal): Promise<void> {
+    // What this write changes must not be judged by a snapshot taken before it.
+    this.#snapshots().delete(this.#zoneId);
     if (this.#staged) throw new CertdError('E_INTERNAL', `${this.#doing}: a deployment is already staged`);
     if (material.key.kind !== 'pem') {
       throw new CertdError('E_TARGET', `${this.#doing}: the key is held in an HSM (${material.key.uri}); a key-value zone needs the key PEM. Use a tmpfs target with an engine key instead`, { permanent: true });
@@ -444,6 +451,7 @@ class KeyvalTarget implements Target, DescribesDeployment {
     const s = this.#staged;
     if (!s) return;
     this.#staged = undefined;
+    this.#snapshots().delete(this.#zoneId);
     const zonePath = await this.#zonePath(new AbortController().signal);
     const failed = await this.#restore(zonePath, s.keys, s.previous);
     await this.#updateRecord((zone) => {
@@ -453,6 +461,35 @@ class KeyvalTarget implements Target, DescribesDeployment {
     if (failed.length > 0) {
       throw new CertdError('E_TARGET', `rolling back ${this.#certName} in nginx-plus-keyval ${this.#c.url} zone ${this.#c.zone}: restoring failed for ${failed.join(', ')}`);
     }
+  }
+
+  /**
+   * Whether every key of this certificate still holds its deployed leaf (an NGINX Plus restart
+   * empties a zone without state=). One GET of the whole zone serves every certificate of the
+   * zone within a second, so an unchanged cycle costs one request per zone, not per key.
+   */
+  async holds(fingerprint: string, signal: AbortSignal): Promise<boolean> {
+    const rec = await readRecord(this.#recordPath).catch(() => undefined);
+    const keys = this.#c.keys ?? rec?.zones[this.#zoneId]?.[this.#certName] ?? [];
+    if (keys.length === 0) return false;
+    const snapshots = this.#snapshots();
+    let snap = snapshots.get(this.#zoneId);
+    if (!snap || Date.now() - snap.at > 1000) {
+      const zone = (async () => {
+        const a = await this.#call('GET', await this.#zonePath(signal), signal, this.#doing);
+        if (a.status !== 200) throw this.#explain(a, 'reading the zone');
+        return (a.json ?? {}) as Record<string, unknown>;
+      })();
+      snap = { at: Date.now(), zone };
+      snapshots.set(this.#zoneId, snap);
+      zone.catch(() => snapshots.delete(this.#zoneId));
+    }
+    const zone = await snap.zone;
+    return keys.every((k) => {
+      const v = zone[k];
+      const text = typeof v === 'string' ? v : typeof (v as { value?: unknown } | undefined)?.value === 'string' ? (v as { value: string }).value : '';
+      return leafFingerprintOfPem(text) === fingerprint;
+    });
   }
 
   async deployment(): Promise<Record<string, unknown>> {

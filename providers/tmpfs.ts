@@ -12,19 +12,29 @@
  * SNI at handshake time, so nginx needs no reload for a rotation (see sni-layout.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { chown, lstat, mkdir, open, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { constants as fsConstants } from 'node:fs';
+import { access, lchown, lstat, mkdir, open, readdir, readFile, readlink, realpath, rename, rm, symlink, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
-import type { DescribesDeployment, Material, Target, TargetFactory } from '../src/contracts.js';
+import type { ChecksDeployment, DescribesDeployment, Material, Target, TargetFactory } from '../src/contracts.js';
 import { CertdError, messageOf } from '../src/errors.js';
 import { gidOf, isMemoryBacked, uidOf } from '../src/fsutil.js';
+import { leafFingerprintOfPem } from '../src/material.js';
 import { pathString } from '../src/schema.js';
 import { Serial } from './serial.js';
 import { checkSnippetDir, SniLayout } from './sni-layout.js';
 
+/**
+ * A `dir` with a `..` segment is refused at config load: where keys land must be readable from
+ * the config as written, not depend on what the segments before `..` resolve to at run time.
+ */
+const targetDir = pathString.refine((d) => !d.split(/[\\/]+/).includes('..'), {
+  message: 'must not contain ".." segments: give the directory the keys go to as it is (an absolute path)',
+});
+
 const schema = z.strictObject({
   type: z.literal('tmpfs'),
-  dir: pathString,
+  dir: targetDir,
   owner: z.string().optional(),
   group: z.string().optional(),
   /** Mode of the certificate files; keys are always 0600 (0640 with `group`). */
@@ -69,11 +79,15 @@ async function readLinkOrNull(path: string): Promise<string | null> {
   }
 }
 
-async function writeNew(path: string, data: string | Buffer, mode: number): Promise<void> {
-  const fh = await open(path, 'wx', mode);
+// O_EXCL already refuses an existing name, symlinks included; O_NOFOLLOW says so to every reader.
+const CREATE_NEW = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+
+async function writeNew(path: string, data: string | Buffer, mode: number, uid?: number, gid?: number): Promise<void> {
+  const fh = await open(path, CREATE_NEW, mode);
   try {
     await fh.writeFile(data);
     await fh.chmod(mode); // the umask must not loosen or tighten what was asked
+    if (uid !== undefined || gid !== undefined) await fh.chown(uid ?? -1, gid ?? -1);
     await fh.sync();
   } finally {
     await fh.close();
@@ -116,6 +130,62 @@ export function fileSet(material: Material, dir?: string): Map<string, () => str
   return files;
 }
 
+/**
+ * Refuses a target directory that someone other than root or certd could redirect or swap:
+ * every existing ancestor of `dir` as written, every component of its real path, and `dir`
+ * itself must be owned by root or by certd's uid and not writable by group or others (unless
+ * the sticky bit is set, as on /tmp and /dev/shm). A symlink on the way is accepted only when
+ * root or certd owns it (its destination is then checked through the real path); `dir` itself
+ * must be a real directory. Ownership of a parent is what matters: whoever owns it can rename
+ * a symlink into the place of the next component between this check and the write.
+ * About two lstat calls per path component: cheap enough for every stage.
+ */
+export async function checkDirChain(dir: string, doing: string, uid = process.getuid?.() ?? 0): Promise<void> {
+  const trusted = (owner: number): boolean => owner === 0 || owner === uid;
+  const refuse = (why: string): never => {
+    throw new CertdError('E_TARGET', `${doing}: refused: ${why}; certd writes keys only where nobody but root and certd can redirect them`, { permanent: true });
+  };
+  const ancestors = (p: string): string[] => {
+    const out: string[] = [];
+    for (let q = p; ; q = dirname(q)) {
+      out.unshift(q);
+      if (dirname(q) === q) return out;
+    }
+  };
+  const abs = resolve(dir);
+  // The real path of the nearest existing ancestor, with the part still to be created after it.
+  let real = abs;
+  for (let q = abs, rest = ''; ; rest = join(q.slice(dirname(q).length), rest), q = dirname(q)) {
+    const r = await realpath(q).catch(() => undefined);
+    if (r !== undefined) {
+      real = join(r, rest);
+      break;
+    }
+    if (dirname(q) === q) break;
+  }
+  const seen = new Set<string>();
+  for (const p of [...ancestors(abs), ...ancestors(real)]) {
+    if (seen.has(p)) continue;
+    seen.add(p);
+    const st = await lstat(p).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!st) continue;
+    if (st.isSymbolicLink()) {
+      if (p === abs) refuse(`${p} is a symlink (the target directory must be a real directory)`);
+      if (!trusted(st.uid)) refuse(`${p} is a symlink owned by uid ${st.uid}, neither root nor certd (uid ${uid})`);
+      continue;
+    }
+    if (!st.isDirectory()) refuse(`${p} is not a directory`);
+    if (!trusted(st.uid)) refuse(`${p} is owned by uid ${st.uid}, neither root nor certd (uid ${uid})`);
+    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
+      const who = (st.mode & 0o022) === 0o022 ? 'group and others' : st.mode & 0o020 ? 'its group' : 'others';
+      refuse(`${p} is writable by ${who} (mode 0${(st.mode & 0o7777).toString(8)}) without the sticky bit`);
+    }
+  }
+}
+
 export interface AtomicDirOptions {
   readonly dir: string;
   readonly certMode: number;
@@ -149,6 +219,8 @@ export class AtomicDir {
     const fs = await isMemoryBacked(dir).catch((err: unknown) => {
       throw new CertdError('E_TARGET', `deploying ${certName} to ${dir}: cannot inspect the file system: ${messageOf(err)}`, { cause: err });
     });
+    // Before mkdir too: a redirected ancestor must not even get directories created through it.
+    await checkDirChain(dir, `deploying ${certName} to ${dir}`);
     if (!fs.memory && !allowDisk) {
       throw new CertdError(
         'E_TARGET',
@@ -161,6 +233,7 @@ export class AtomicDir {
     if (!st.isDirectory()) {
       throw new CertdError('E_TARGET', `deploying ${certName} to ${dir}: not a directory (a symlink or file is in the way)`, { permanent: true });
     }
+    await checkDirChain(dir, `deploying ${certName} to ${dir}`);
   }
 
   /** Removes a temp link and every set but `keep` (leftovers of an interrupted run, old sets). */
@@ -210,10 +283,9 @@ export class AtomicDir {
       for (const [name, content] of files) {
         const isKey = name.startsWith('privkey');
         const file = join(path, name);
-        await writeNew(file, content(), isKey ? keyMode : certMode);
-        if (uid !== undefined || gid !== undefined) await chown(file, uid ?? -1, gid ?? -1);
+        await writeNew(file, content(), isKey ? keyMode : certMode, uid, gid);
       }
-      if (uid !== undefined || gid !== undefined) await chown(path, uid ?? -1, gid ?? -1);
+      if (uid !== undefined || gid !== undefined) await lchown(path, uid ?? -1, gid ?? -1);
       await this.#point(version);
       await this.#linkFiles([...files.keys()]);
     } catch (err) {
@@ -268,7 +340,7 @@ export class AtomicDir {
 export const tmpfsTarget = {
   type: 'tmpfs',
   schema,
-  create(config, deps, cert): Target & DescribesDeployment {
+  create(config, deps, cert): Target & DescribesDeployment & Partial<ChecksDeployment> {
     const dir = resolve(deps.resolvePath(config.dir));
     const uid = config.owner === undefined ? undefined : uidOf(config.owner);
     const gid = config.group === undefined ? undefined : gidOf(config.group);
@@ -319,6 +391,15 @@ export const tmpfsTarget = {
       stage: (material) => atomic.stage(fileSet(material, dir)),
       commit: () => atomic.commit(),
       rollback: () => atomic.rollback(),
+      async holds(fingerprint) {
+        const live = await atomic.live();
+        if (!live) return false;
+        const [cert, hasKey] = await Promise.all([
+          readFile(join(live, 'cert.pem'), 'utf8').catch(() => ''),
+          Promise.any([access(join(live, 'privkey.pem')), access(join(live, 'privkey.uri'))]).then(() => true, () => false),
+        ]);
+        return hasKey && leafFingerprintOfPem(cert) === fingerprint;
+      },
       async deployment() {
         const live = await atomic.live();
         const fs = await isMemoryBacked(dir).catch(() => undefined);

@@ -131,6 +131,21 @@ export function describesDeployment(t: Target): t is Target & DescribesDeploymen
   return typeof (t as Partial<DescribesDeployment>).deployment === 'function';
 }
 
+/**
+ * Optional: a target that can tell whether it still serves what certd deployed. A restarted
+ * NGINX Plus has an empty key-value zone; files can be deleted behind certd's back. The cycle
+ * asks before it calls a certificate unchanged, and deploys again when the answer is no.
+ * MUST be cheap (it runs every cycle for every certificate) and MUST NOT throw for "not
+ * there": return false. Errors reaching the server may throw; the cycle then deploys anyway.
+ */
+export interface ChecksDeployment {
+  holds(fingerprint: string, signal: AbortSignal): Promise<boolean>;
+}
+
+export function checksDeployment(t: Target): t is Target & ChecksDeployment {
+  return typeof (t as Partial<ChecksDeployment>).holds === 'function';
+}
+
 /** Optional: something holding connections, sessions or timers that must be released. */
 export interface Closable {
   close(): Promise<void>;

@@ -30,6 +30,12 @@ function fingerprintOf(der: Buffer): string {
   return createHash('sha256').update(der).digest('hex').toUpperCase().replace(/(..)(?!$)/g, '$1:');
 }
 
+/** The fingerprint of the first certificate in a PEM text, or undefined when it holds none. */
+export function leafFingerprintOfPem(text: string): string | undefined {
+  const m = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----/.exec(text);
+  return m ? fingerprintOf(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')) : undefined;
+}
+
 function toPem(der: Buffer): string {
   const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
   return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;

@@ -3,7 +3,7 @@
  * distinct reload spec, verify, and commit or roll back. A failure of one certificate never
  * stops the others; what is deployed is always a whole, policy-checked set.
  */
-import { type DeployedSummary, isIssuer, type Target } from './contracts.js';
+import { checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
 import { checkPolicy } from './policy/check.js';
@@ -178,7 +178,11 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
   const deployed = summary(state.lastGood);
   w.report.previousFingerprint = deployed?.fingerprint;
   try {
-    if (isIssuer(cert.source) && deployed && !state.pending) {
+    // A target that no longer serves the last good deployment (a restarted NGINX Plus, files
+    // deleted behind certd's back) gets it again even when the source has nothing new.
+    const lost = deployed ? await lostTargets(cert.targets, deployed.fingerprint, fetchSignal) : [];
+    if (lost.length > 0) log.warn({ step: 'check', targets: lost, fingerprint: deployed?.fingerprint }, 'a target no longer holds the deployed certificate; deploying again');
+    if (isIssuer(cert.source) && deployed && !state.pending && lost.length === 0) {
       const due = cert.source.dueAt(deployed);
       if (rt.clock.now() < due) {
         Object.assign(w.report, { result: 'unchanged', fingerprint: deployed.fingerprint, version: deployed.version, notAfter: deployed.notAfter, reason: `not due until ${due.toISOString()}` });
@@ -200,7 +204,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     }
     const targets = cert.targets.map((t) => t.description);
     const sameTargets = state.lastGood !== undefined && JSON.stringify(state.lastGood.targets) === JSON.stringify(targets);
-    if (state.lastGood && state.lastGood.digest === material.digest && sameTargets && !state.pending) {
+    if (state.lastGood && state.lastGood.digest === material.digest && sameTargets && !state.pending && lost.length === 0) {
       Object.assign(w.report, { result: 'unchanged', reason: 'same as deployed' });
       return w;
     }
@@ -230,6 +234,17 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     w.report.durationMs = Date.now() - w.started;
   }
   return w;
+}
+
+/** Descriptions of the targets that can tell and say they do not serve `fingerprint`. */
+async function lostTargets(targets: readonly Target[], fingerprint: string, signal: AbortSignal): Promise<string[]> {
+  const lost: string[] = [];
+  for (const t of targets) {
+    if (!checksDeployment(t)) continue;
+    const holds = await t.holds(fingerprint, signal).catch(() => false);
+    if (!holds) lost.push(t.description);
+  }
+  return lost;
 }
 
 async function fetchWithRetry(rt: Runtime, cert: CertificateRuntime, deployed: DeployedSummary | undefined, signal: AbortSignal): Promise<Material> {

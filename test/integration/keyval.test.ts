@@ -267,6 +267,20 @@ certificates:
     deployed = fp;
   });
 
+  it('an emptied zone (NGINX Plus restarted without state=) is filled again although nothing changed', async () => {
+    const unchanged = await rotate(head() + certBlock('web', [A, B], webTarget()));
+    assert.equal(unchanged.report.certificates[0]!.result, 'unchanged');
+    const n = peer.requests.length;
+    peer.zone('certs')!.clear();
+    const refill = await rotate(head() + certBlock('web', [A, B], webTarget()));
+    assert.equal(refill.r.code, 0, refill.r.stderr);
+    assert.equal(refill.report.certificates[0]!.result, 'deployed');
+    assert.equal(refill.report.certificates[0]!.fingerprint, deployed);
+    assert.deepEqual(since(n).filter((l) => /^(POST|PATCH)/.test(l)), ['POST Z 201', 'POST Z 201']);
+    assert.equal(await served(A), deployed);
+    assert.equal(await served(B), deployed);
+  });
+
   it('operator errors name the fix: 405 api write=on, 413 client_body_buffer_size, 404 keyval_zone', async () => {
     const readOnly = await startNginxPlusPeer({ write: false });
     const small = await startNginxPlusPeer({ maxBodyBytes: 512 });

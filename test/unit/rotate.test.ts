@@ -71,6 +71,17 @@ ${names.map((n) => `  - name: ${n}
     await rt.close();
   });
 
+  it('deploys again when the target lost what was deployed, although the source is unchanged', async () => {
+    const rt = await buildRuntime(loaded(yaml(['b'])), { log: silentLogger });
+    const before = readFileSync(join(root, 'out/b/cert.pem'), 'utf8');
+    rmSync(join(root, 'out/b'), { recursive: true, force: true });
+    const report = await runCycle(rt);
+    assert.equal(report.certificates[0]?.result, 'deployed');
+    assert.equal(readFileSync(join(root, 'out/b/cert.pem'), 'utf8'), before);
+    assert.equal((await runCycle(rt)).certificates[0]?.result, 'unchanged');
+    await rt.close();
+  });
+
   it('--cert with an unknown name is a configuration error', async () => {
     const rt = await buildRuntime(loaded(yaml(['a'])), { log: silentLogger });
     await assert.rejects(runCycle(rt, { only: 'nope' }), /no certificate named "nope".*known: a/);
