@@ -14,6 +14,7 @@ import { rotateStandalone } from '../../src/commands/rotate.js';
 import { CertdError } from '../../src/errors.js';
 import type { CycleReport } from '../../src/rotate.js';
 import { CERTD, runCertd, shmDir } from '../helpers/cli.js';
+import { samples } from '../helpers/metrics.js';
 
 type LogLine = Record<string, unknown>;
 
@@ -45,16 +46,6 @@ function deployed(name: string): X509Certificate {
   assert.equal(full.fingerprint256, leaf.fingerprint256, `${name}: fullchain.pem starts with cert.pem`);
   assert.equal(spki(createPublicKey(createPrivateKey(readFileSync(join(base, 'privkey.pem'))))), spki(leaf.publicKey), `${name}: privkey.pem is the leaf's key`);
   return leaf;
-}
-
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
 }
 
 describe('certd run (child process)', () => {

@@ -31,7 +31,8 @@
 // label; objects with status 0 or type "client" are not served.
 import { createCipheriv, createPrivateKey, createPublicKey, randomBytes, X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { FaultQueue, listenHttp, listenTlsBySni, readBody, sendJson } from './peer-kit.js';
+import { registerSecret } from '../helpers/capture.js';
+import { FaultQueue, listenHttp, readBody, sendJson, TlsListeners } from './peer-kit.js';
 import type { Fault, LoggedRequest, PemPairs, TlsListener } from './peer-kit.js';
 
 export interface ApisixPeerOptions {
@@ -96,6 +97,7 @@ const SNI_PATTERN = /^\*?[0-9a-zA-Z-._[\]:]+$/;
 const SSL_FIELDS = new Set(['id', 'cert', 'key', 'snis', 'sni', 'certs', 'keys', 'type', 'status', 'create_time', 'update_time']);
 
 export async function startApisixPeer(opts: ApisixPeerOptions): Promise<ApisixPeer> {
+  registerSecret('api-key', opts.apiKey);
   const salt = opts.keyEncryptSalt ?? 'edd1c9f0985e76a2';
   if (Buffer.byteLength(salt) !== 16) throw new Error('apisix peer: keyEncryptSalt must be 16 bytes');
   const checkPairMatch = opts.checkPairMatch ?? true;
@@ -103,7 +105,7 @@ export async function startApisixPeer(opts: ApisixPeerOptions): Promise<ApisixPe
   const store = new Map<string, StoredSsl>();
   const requests: LoggedRequest[] = [];
   const faults = new FaultQueue<ApisixFault>();
-  const tlsListeners = new Set<TlsListener>();
+  const tlsListeners = new TlsListeners();
   let revision = 0;
 
   const encryptKey = (pem: string): string => {
@@ -370,19 +372,10 @@ export async function startApisixPeer(opts: ApisixPeerOptions): Promise<ApisixPe
     ssl: (id) => store.get(id),
     encryptKey,
     async startTls(tlsOpts = {}) {
-      const listener = await listenTlsBySni(selectBySni, tlsOpts.fallback);
-      tlsListeners.add(listener);
-      return {
-        port: listener.port,
-        close: async () => {
-          tlsListeners.delete(listener);
-          await listener.close();
-        },
-      };
+      return tlsListeners.start(selectBySni, tlsOpts.fallback);
     },
     async close() {
-      await Promise.all([...tlsListeners].map((l) => l.close()));
-      tlsListeners.clear();
+      await tlsListeners.closeAll();
       await listening.close();
     },
   };

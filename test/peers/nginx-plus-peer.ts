@@ -35,7 +35,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   FaultQueue,
   listenHttp,
-  listenTlsBySni,
+  TlsListeners,
   readBody,
   sendEmpty,
   sendJson,
@@ -141,7 +141,7 @@ export async function startNginxPlusPeer(opts: NginxPlusPeerOptions = {}): Promi
   }
   const requests: LoggedRequest[] = [];
   const faults = new FaultQueue<NginxPlusFault>();
-  const tlsListeners = new Set<TlsListener>();
+  const tlsListeners = new TlsListeners();
 
   const purge = (z: Zone): void => {
     const t = now();
@@ -374,19 +374,10 @@ export async function startNginxPlusPeer(opts: NginxPlusPeerOptions = {}): Promi
         // for the key and the certificate blocks, in order, for the chain.
         return value === undefined || value === '' ? undefined : { key: value, cert: value };
       };
-      const listener = await listenTlsBySni(select, tlsOpts.fallback);
-      tlsListeners.add(listener);
-      return {
-        port: listener.port,
-        close: async () => {
-          tlsListeners.delete(listener);
-          await listener.close();
-        },
-      };
+      return tlsListeners.start(select, tlsOpts.fallback);
     },
     async close() {
-      await Promise.all([...tlsListeners].map((l) => l.close()));
-      tlsListeners.clear();
+      await tlsListeners.closeAll();
       await listening.close();
     },
   };

@@ -215,3 +215,25 @@ export function pemBlocks(text: string): { label: string; pem: string }[] {
   for (let m = re.exec(text); m !== null; m = re.exec(text)) out.push({ label: m[1]!, pem: `${m[0]}\n` });
   return out;
 }
+
+/** The SNI listeners a peer started, so that closing the peer closes them all. */
+export class TlsListeners {
+  readonly #open = new Set<TlsListener>();
+
+  async start(select: (servername: string) => PemPairs | undefined, fallback?: PemPairs): Promise<TlsListener> {
+    const listener = await listenTlsBySni(select, fallback);
+    this.#open.add(listener);
+    return {
+      port: listener.port,
+      close: async () => {
+        this.#open.delete(listener);
+        await listener.close();
+      },
+    };
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.#open].map((l) => l.close()));
+    this.#open.clear();
+  }
+}

@@ -4,17 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Health } from '../../src/health.js';
 import { silentLogger } from '../../src/log.js';
 import { createPromMetrics, type MetricsServer, type PromMetrics, parseListen, serveMetrics } from '../../src/metrics-server.js';
-
-/** `name{labels} value` lines of the exposition format, as a map. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
+import { samples } from '../helpers/metrics.js';
 
 describe('metrics server', () => {
   let metrics: PromMetrics;
