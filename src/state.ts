@@ -32,6 +32,12 @@ export interface CertState {
   readonly name: string;
   readonly lastGood?: LastGood | undefined;
   readonly lastResult?: LastResult | undefined;
+  /**
+   * Set just before the first target is changed and cleared when the cycle records its result.
+   * Found set, it means a run died mid-deployment (SIGKILL, power loss): what the targets hold
+   * is unknown, so the next cycle deploys again rather than trusting `lastGood`.
+   */
+  readonly pending?: { readonly fingerprint: string; readonly digest: string; readonly at: string } | undefined;
 }
 
 export class StateStore {

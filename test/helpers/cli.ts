@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { captureOutput } from './capture.js';
 
 export const CERTD = resolve('bin/certd');
 
@@ -25,6 +26,8 @@ export function runCertd(args: string[], opts: { env?: NodeJS.ProcessEnv; timeou
     child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(timer);
+      captureOutput(`certd ${args.join(' ')} (exit ${String(code)}) stdout`, stdout);
+      captureOutput(`certd ${args.join(' ')} (exit ${String(code)}) stderr`, stderr);
       resolvePromise({ code, stdout, stderr });
     });
   });

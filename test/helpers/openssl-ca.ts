@@ -6,13 +6,17 @@
 import { createPrivateKey, randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { registerSecret } from './capture.js';
 import { openssl } from './tls.js';
 
 export type KeyType = 'rsa-2048' | 'ec-p256' | 'ec-p384';
 
 export function makeKey(type: KeyType): string {
-  if (type === 'rsa-2048') return openssl(['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048']);
-  return openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', `ec_paramgen_curve:${type === 'ec-p256' ? 'P-256' : 'P-384'}`]);
+  const pem = type === 'rsa-2048'
+    ? openssl(['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'])
+    : openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', `ec_paramgen_curve:${type === 'ec-p256' ? 'P-256' : 'P-384'}`]);
+  registerSecret('private-key', pem);
+  return pem;
 }
 
 export interface TestCa {

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { registerSecret } from './capture.js';
 
 export function openssl(args: string[], input?: string): string {
   return execFileSync('openssl', args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -19,6 +20,7 @@ export function genKey(path: string, spec: KeySpec): void {
     ? ['genpkey', '-algorithm', 'EC', '-pkeyopt', `ec_paramgen_curve:${spec === 'ec-p384' ? 'P-384' : 'P-256'}`]
     : ['genpkey', '-algorithm', 'RSA', '-pkeyopt', `rsa_keygen_bits:${spec.slice(4)}`];
   openssl([...args, '-out', path]);
+  registerSecret('private-key', readFileSync(path));
 }
 
 export interface Issued {

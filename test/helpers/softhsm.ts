@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { registerSecret } from './capture.js';
 import { openssl } from './tls.js';
 
 export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
@@ -97,9 +98,12 @@ export function createSoftHsm(dir: string): SoftHsm {
     module: SOFTHSM_MODULE,
     env,
     initToken(label, soPin, pin) {
+      registerSecret('pin', soPin);
+      registerSecret('pin', pin);
       run('softhsm2-util', ['--init-token', '--free', '--label', label, '--so-pin', soPin, '--pin', pin], [soPin, pin]);
     },
     importKey(token, pin, keyPem, id, label) {
+      registerSecret('private-key', keyPem);
       withDer(
         (p) => openssl(['pkcs8', '-topk8', '-nocrypt', '-outform', 'DER', '-out', p], keyPem),
         (p) => tool(token, pin, ['--write-object', p, '--type', 'privkey', '--id', id, '--label', label, '--usage-sign']),

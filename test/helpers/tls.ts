@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
+import { registerSecret } from './capture.js';
 
 export interface HandshakeResult {
   /** SHA-256 of the leaf's DER, upper-case hex pairs joined by ':' (Node's format). */
@@ -101,7 +102,9 @@ export function makeSelfSigned(
     ...(sans.length > 0 ? ['-addext', `subjectAltName=${sans.join(',')}`] : []),
   ];
   openssl(args);
-  return { certPem: readFileSync(certPath, 'utf8'), keyPem: readFileSync(keyPath, 'utf8'), certPath, keyPath };
+  const keyPem = readFileSync(keyPath, 'utf8');
+  registerSecret('private-key', keyPem);
+  return { certPem: readFileSync(certPath, 'utf8'), keyPem, certPath, keyPath };
 }
 
 /** Runs the openssl CLI; its stdout is returned, never echoed. */
