@@ -2,7 +2,7 @@
  * The deployment lock: one certd deploys into a state directory at a time. A lock file holds
  * the owner's pid; a lock whose owner is gone (crash, SIGKILL) is taken over.
  */
-import { mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CertdError } from './errors.js';
 
@@ -40,8 +40,18 @@ export async function acquireLock(stateDir: string, purpose: string): Promise<Lo
       if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
         throw new CertdError('E_LOCKED', `another certd (pid ${pid}, ${what || 'unknown'}) is deploying from ${stateDir}; wait for it, or if it hangs stop it`, { details: { pid } });
       }
-      // Stale: its owner died without releasing it.
-      await unlink(path).catch(() => undefined);
+      // Stale: its owner died without releasing it. Move it aside atomically rather than
+      // unlinking by name: another certd may have replaced the stale file with its own fresh
+      // lock since we read it, and that one must survive.
+      const aside = `${path}.stale-${process.pid}-${attempt}`;
+      try {
+        await rename(path, aside);
+      } catch {
+        continue;
+      }
+      const moved = (await readFile(aside, 'utf8').catch(() => '')).split('\n')[0];
+      if (moved !== pidText) await link(aside, path).catch(() => undefined);
+      await unlink(aside).catch(() => undefined);
     }
   }
   throw new CertdError('E_LOCKED', `could not take the deployment lock ${path}`);
