@@ -273,9 +273,16 @@ export class AtomicDir {
   async stage(files: Map<string, () => string | Buffer>): Promise<void> {
     const { dir, certName, certMode, keyMode, uid, gid } = this.#o;
     if (this.#previous !== undefined) throw new CertdError('E_INTERNAL', `deploying ${certName} to ${dir}: a set is already staged`);
-    await this.#prepareDir();
-    const previous = await readLinkOrNull(join(dir, DATA_LINK));
-    await this.#cleanStale(new Set(previous ? [previous] : []));
+    let previous: string | null;
+    try {
+      await this.#prepareDir();
+      previous = await readLinkOrNull(join(dir, DATA_LINK));
+      await this.#cleanStale(new Set(previous ? [previous] : []));
+    } catch (err) {
+      // A read-only or vanished file system fails here, before anything changed: still E_TARGET.
+      if (err instanceof CertdError) throw err;
+      throw new CertdError('E_TARGET', `deploying ${certName} to ${dir}: ${messageOf(err)}`, { cause: err });
+    }
     const version = `..${new Date().toISOString().replace(/:/g, '.')}-${randomBytes(3).toString('hex')}`;
     const path = join(dir, version);
     try {

@@ -22,9 +22,18 @@ export async function readInput(path: string, doing: string): Promise<Buffer> {
     if (size > MAX_INPUT_BYTES) {
       throw new CertdError('E_PARSE', `${doing}: ${path} is ${size} bytes; inputs over ${MAX_INPUT_BYTES} bytes are refused (P-PARSE)`, { permanent: true });
     }
-    const buf = Buffer.alloc(MAX_INPUT_BYTES + 1);
+    // Sized from stat, not at the limit: a megabyte per read, a few per certificate and cycle,
+    // fragments the allocator and the daemon's RSS never comes back down.
+    let buf = Buffer.alloc(Math.min(Math.max(size + 1, 16 * 1024), MAX_INPUT_BYTES + 1));
     let total = 0;
     for (;;) {
+      if (total === buf.length) {
+        // The file grew after stat (or stat gave no size): read on into a larger buffer.
+        const larger = Buffer.alloc(Math.min(buf.length * 2, MAX_INPUT_BYTES + 1));
+        buf.copy(larger, 0, 0, total);
+        buf.fill(0);
+        buf = larger;
+      }
       const { bytesRead } = await handle.read(buf, total, buf.length - total, null);
       if (bytesRead === 0) break;
       total += bytesRead;
