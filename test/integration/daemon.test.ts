@@ -15,6 +15,7 @@ import { CertdError } from '../../src/errors.js';
 import type { CycleReport } from '../../src/rotate.js';
 import { CERTD, runCertd, shmDir } from '../helpers/cli.js';
 import { samples } from '../helpers/metrics.js';
+import { captureOutput } from '../helpers/capture.js';
 
 type LogLine = Record<string, unknown>;
 
@@ -75,7 +76,9 @@ describe('certd run (child process)', () => {
     });
     let buffer = '';
     child.stderr.setEncoding('utf8');
+    let all = '';
     child.stderr.on('data', (chunk: string) => {
+      all += chunk;
       buffer += chunk;
       let nl: number;
       while ((nl = buffer.indexOf('\n')) >= 0) {
@@ -89,6 +92,8 @@ describe('certd run (child process)', () => {
       }
     });
     exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    // The whole log in one piece, for the suite's secret-hygiene check.
+    void exited.then(() => captureOutput('certd run stderr', all));
     const served = await logged((l) => l['msg'] === 'serving /metrics and /healthz', 'the metrics address');
     metricsUrl = String(served['url']);
     await logged((l) => l['msg'] === 'cycle finished' && l['trigger'] === 'start', 'the first cycle');

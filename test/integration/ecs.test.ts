@@ -5,6 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { captureOutput } from '../helpers/capture.js';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseConfigText } from '../../src/config.js';
@@ -188,6 +189,7 @@ ${failing ? `  - name: broken
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       const exited = new Promise<string>((r) => child.once('exit', (code, signal) => r(`${code ?? signal}`)));
+      void exited.then(() => captureOutput(`certd ${argv.join(' ')} stderr`, stderr));
       try {
         let healthy = false;
         for (let i = 0; i < 100 && !healthy && child.exitCode === null; i++) {

@@ -5,6 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { captureOutput } from '../helpers/capture.js';
 import { createHash, X509Certificate } from 'node:crypto';
 import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -77,6 +78,8 @@ interface Run {
 
 function certd(args: string[]): Run {
   const r = spawnSync(process.execPath, [CERTD, ...args], { env: childEnv, encoding: 'utf8', timeout: 60_000 });
+  captureOutput(`certd ${args.join(' ')} stdout`, r.stdout);
+  captureOutput(`certd ${args.join(' ')} stderr`, r.stderr);
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
