@@ -14,6 +14,7 @@ import type { Report } from './findings.js';
 import { hostnameMatches } from './hostname.js';
 import { loadPrivateKeyPem } from './private-key.js';
 import type { Finding, PolicyInput, PolicySettings } from './types.js';
+import type { Secret } from '../secret.js';
 import { parseCertificate } from './x509.js';
 import type { ParsedCertificate } from './x509.js';
 
@@ -337,9 +338,24 @@ function describeKey(key: KeyObject): string {
   return key.asymmetricKeyType ?? 'unknown';
 }
 
-function checkPrivateKey(input: PolicyInput, leaf: ParsedCertificate | undefined, report: Report): void {
+/**
+ * Key and leaf pairs already found to load and match, by object identity: a source that hands
+ * the same Material to every cycle (an unchanged secret version) pays for decoding the private
+ * key (OpenSSL 3.0 takes milliseconds) once. Only a clean pass is remembered.
+ */
+const matchedKeys = new WeakMap<Secret, WeakSet<Buffer>>();
+
+function checkPrivateKey(input: PolicyInput, leaf: ParsedCertificate | undefined, outer: Report): void {
   const key = input.key;
   if (!key || key.kind === 'proven') return;
+  const leafDer = input.certs[0];
+  const memo = key.kind === 'pem' && !key.passphrase && leafDer !== undefined && leaf !== undefined;
+  if (memo && matchedKeys.get(key.pem)?.has(leafDer)) return;
+  let clean = true;
+  const report: Report = (...finding) => {
+    clean = false;
+    outer(...finding);
+  };
   let publicKey: KeyObject;
   if (key.kind === 'pem') {
     const load = loadPrivateKeyPem(key.pem, key.passphrase);
@@ -364,5 +380,10 @@ function checkPrivateKey(input: PolicyInput, leaf: ParsedCertificate | undefined
   const leafKey = leaf.x509.publicKey;
   if (!(spkiOf(leafKey).equals(spkiOf(publicKey)) || leafKey.equals(publicKey))) {
     report('P-KEYMATCH', 'reject', 0, `the private key (${describeKey(publicKey)}) does not belong to the leaf (${describeKey(leafKey)}): deliver the key the certificate was issued for`);
+  }
+  if (memo && clean) {
+    let leaves = matchedKeys.get(key.pem);
+    if (!leaves) matchedKeys.set(key.pem, (leaves = new WeakSet()));
+    leaves.add(leafDer);
   }
 }
