@@ -37,18 +37,16 @@ if (files.length === 0) {
 const ownCapture = !process.env.CERTD_TEST_CAPTURE_DIR;
 const captureDir = process.env.CERTD_TEST_CAPTURE_DIR || mkdtempSync('/dev/shm/certd-test-capture-');
 const env = { ...process.env, CERTD_TEST_LONG: long ? '1' : (process.env.CERTD_TEST_LONG ?? ''), CERTD_TEST_CAPTURE_DIR: captureDir };
-// Integration tests start real servers: run files one at a time so ports and CPU are not contended.
-const concurrency = suite === 'unit' ? [] : ['--test-concurrency=1'];
+// One run, one closing summary. Files run one at a time, in this order (integration tests start
+// real servers, so ports and CPU are not contended), and the zz-* checks of everything the others
+// printed run last.
 const isLast = (f) => /[\\/]zz-[^\\/]*$/.test(f);
-const batches = [files.filter((f) => !isLast(f)), files.filter(isLast)].filter((b) => b.length > 0);
-let status = 0;
-for (const batch of batches) {
-  const r = spawnSync(process.execPath, ['--test', ...concurrency, '--enable-source-maps', ...batch], {
-    stdio: 'inherit',
-    env,
-  });
-  if (r.status !== 0) status = r.status ?? 1;
-}
+const ordered = [...files.filter((f) => !isLast(f)), ...files.filter(isLast)];
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--enable-source-maps', ...ordered], {
+  stdio: 'inherit',
+  env,
+});
+const status = r.status ?? 1;
 if (ownCapture && !process.env.CERTD_TEST_KEEP_CAPTURE) rmSync(captureDir, { recursive: true, force: true });
 console.error(`ran ${files.length} test files: ${files.map((f) => relative('dist/test', f)).join(' ')}`);
 process.exit(status);
