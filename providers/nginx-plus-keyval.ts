@@ -6,7 +6,7 @@
  * so a write is live on the next handshake: no reload (`needsReload: false`).
  *
  * Each value is the private key PEM followed by the leaf and chain PEM (what `data:` takes for
- * both directives). The API's rules (shared/PROTOCOLS.md) shape every step:
+ * both directives). The API's rules (the NGINX Plus API reference) shape every step:
  *   - the newest API version is discovered from GET {url}/ once per url and process;
  *   - upsert is POST (201), and on 409 KeyvalKeyExists a PATCH (204): POST never overwrites and
  *     PATCH never creates;

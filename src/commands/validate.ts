@@ -37,7 +37,7 @@ export const validateCommand: Command = {
                        PKCS#8 key (never give a passphrase on the command line)
   --json               {"ok", "findings": [{"rule","severity","message","cert"}], "fingerprint", "notAfter"}
 
-Rule ids are those of POLICY.md (P-RSA-MIN, P-SIG-HASH, ...). Exit 0 when nothing is rejected
+Rule ids are those of certd's policy, docs/POLICY.md (P-RSA-MIN, P-SIG-HASH, ...). Exit 0 when nothing is rejected
 (warnings allowed), 1 when something is, 2 on a usage error.`,
   options: {
     cert: { type: 'string' },
