@@ -122,7 +122,8 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
     work.push(w);
     options.onProgress?.(++done, certs.length, cert.name);
   });
-  work.sort((a, b) => order.indexOf(a.cert) - order.indexOf(b.cert));
+  const position = new Map(order.map((c, i) => [c, i]));
+  work.sort((a, b) => (position.get(a.cert) ?? 0) - (position.get(b.cert) ?? 0));
 
   const staged = work.filter((w) => w.staged.length > 0);
   const reloads = await reloadAndVerify(rt, staged, signal);
