@@ -339,6 +339,7 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
       await fn(zone);
       if (Object.keys(zone).length === 0) delete rec.zones[this.#zoneId];
       await writeFileAtomic(this.#recordPath, `${JSON.stringify(rec, null, 2)}\n`, 0o600);
+      this.#deps.shared('nginx-plus-keyval:record-cache', () => new Map<string, { at: number; rec: Promise<RecordFile> }>()).delete(this.#recordPath);
     });
   }
 
@@ -469,7 +470,14 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
    * zone within a second, so an unchanged cycle costs one request per zone, not per key.
    */
   async holds(fingerprint: string, signal: AbortSignal): Promise<boolean> {
-    const rec = await readRecord(this.#recordPath).catch(() => undefined);
+    // The record is one file for every certificate of the zone: read it once a second, not per certificate.
+    const records = this.#deps.shared('nginx-plus-keyval:record-cache', () => new Map<string, { at: number; rec: Promise<RecordFile> }>());
+    let cached = records.get(this.#recordPath);
+    if (!cached || Date.now() - cached.at > 1000) {
+      cached = { at: Date.now(), rec: readRecord(this.#recordPath) };
+      records.set(this.#recordPath, cached);
+    }
+    const rec = await cached.rec.catch(() => undefined);
     const keys = this.#c.keys ?? rec?.zones[this.#zoneId]?.[this.#certName] ?? [];
     if (keys.length === 0) return false;
     const snapshots = this.#snapshots();

@@ -3,11 +3,12 @@
  * distinct reload spec, verify, and commit or roll back. A failure of one certificate never
  * stops the others; what is deployed is always a whole, policy-checked set.
  */
+import { X509Certificate } from 'node:crypto';
 import { checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
-import { checkPolicy } from './policy/check.js';
-import type { Finding } from './policy/types.js';
+import { checkPolicy, VALIDITY_SKEW_MS } from './policy/check.js';
+import type { Finding, PolicySettings } from './policy/types.js';
 import { describeReload, reloadKey, type ReloadSpec, runReload, runTest } from './reload.js';
 import type { CertificateRuntime, Runtime } from './runtime.js';
 import type { CertState, CycleOutcome, LastGood } from './state.js';
@@ -192,7 +193,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     }
     const material = await fetchWithRetry(rt, cert, deployed, fetchSignal);
     Object.assign(w.report, { fingerprint: material.fingerprint, version: material.version, notAfter: material.notAfter.toISOString(), origin: material.origin });
-    const findings = checkPolicy(material.policyInput(cert.hostnames), cert.policy, rt.clock.now());
+    const findings = policyFindings(material, cert, rt.clock.now());
     const rejects = findings.filter((f) => f.severity === 'reject');
     if (findings.length > 0) w.report.findings = findings;
     for (const f of findings) {
@@ -235,6 +236,41 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     w.report.durationMs = Date.now() - w.started;
   }
   return w;
+}
+
+/**
+ * checkPolicy, remembered per Material object while its verdict cannot change. A source that
+ * hands back the same Material for an unchanged version (secrets-manager does) is not checked
+ * again every cycle; the verdict is recomputed once time crosses any date the time rules look at
+ * (P-VALID, P-MIN-REMAINING, P-EXPIRING), or when the certificate's policy object changes (a
+ * config reload builds new ones).
+ */
+const verdicts = new WeakMap<Material, { policy: PolicySettings; hostnames: readonly string[]; findings: Finding[]; from: number; until: number }>();
+
+function policyFindings(material: Material, cert: CertificateRuntime, now: Date): Finding[] {
+  const t = now.getTime();
+  const memo = verdicts.get(material);
+  if (memo && memo.policy === cert.policy && memo.hostnames === cert.hostnames && t >= memo.from && t < memo.until) return memo.findings;
+  const findings = checkPolicy(material.policyInput(cert.hostnames), cert.policy, now);
+  verdicts.set(material, { policy: cert.policy, hostnames: cert.hostnames, findings, from: t, until: nextPolicyDate(material, cert.policy, t) });
+  return findings;
+}
+
+/** The first moment after `t` at which a time rule of the policy could judge `material` differently. */
+function nextPolicyDate(material: Material, policy: PolicySettings, t: number): number {
+  const dates: number[] = [];
+  for (const der of [material.leaf, ...material.chain]) {
+    try {
+      const x = new X509Certificate(der);
+      dates.push(new Date(x.validFrom).getTime() - VALIDITY_SKEW_MS, new Date(x.validTo).getTime() + VALIDITY_SKEW_MS);
+    } catch {
+      return t; // unparseable: never remembered (the policy reports P-PARSE each time)
+    }
+  }
+  const nb = material.notBefore.getTime();
+  const na = material.notAfter.getTime();
+  dates.push(na - policy.minRemainingMs, na - policy.renewBeforeMs, na - (na - nb) / 3);
+  return Math.min(...dates.filter((d) => d > t), Number.POSITIVE_INFINITY);
 }
 
 /** Descriptions of the targets that can tell and say they do not serve `fingerprint`. */
@@ -402,6 +438,17 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     };
   }
   const failures = r.result === 'failed' ? (w.state.lastResult?.failures ?? 0) + 1 : 0;
+  // An unchanged certificate whose record already says so is not rewritten every cycle (a fleet of
+  // a thousand would rewrite a thousand files); its "last checked" time is refreshed every 10 min.
+  const prev = w.state.lastResult;
+  const quiet = r.result === 'unchanged' && prev?.result === 'unchanged' && !w.state.pending && lastGood === w.state.lastGood
+    && JSON.stringify(prev.findings ?? null) === JSON.stringify(r.findings ?? null)
+    && Date.parse(now) - Date.parse(prev.at) < 10 * 60_000;
+  rt.metrics.certificate(w.cert.name, {
+    ...(lastGood ? { notAfter: new Date(lastGood.notAfter), lastRotation: new Date(lastGood.deployedAt) } : {}),
+    ready: lastGood !== undefined && r.result !== 'failed',
+  });
+  if (quiet) return;
   await rt.state.put({
     name: w.cert.name,
     lastGood,
@@ -409,10 +456,6 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     // A deployment this cycle attempted ended in commit or rollback; one it did not attempt
     // leaves the marker of an interrupted earlier run in place.
     ...(w.material === undefined && w.state.pending ? { pending: w.state.pending } : {}),
-  });
-  rt.metrics.certificate(w.cert.name, {
-    ...(lastGood ? { notAfter: new Date(lastGood.notAfter), lastRotation: new Date(lastGood.deployedAt) } : {}),
-    ready: lastGood !== undefined && r.result !== 'failed',
   });
   await audit(rt, {
     event: 'rotation',
