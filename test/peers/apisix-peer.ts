@@ -271,15 +271,7 @@ export async function startApisixPeer(opts: ApisixPeerOptions): Promise<ApisixPe
     };
   }
 
-  function validate(conf: Record<string, unknown>): {
-    cert: string;
-    key: string;
-    snis: string[];
-    certs?: string[];
-    keys?: string[];
-    type: string;
-    status: number;
-  } {
+  function validate(conf: Record<string, unknown>): Pick<StoredSsl, 'cert' | 'key' | 'snis' | 'certs' | 'keys' | 'type' | 'status'> {
     const bad = (msg: string): never => {
       throw new AdminError(400, { error_msg: `invalid configuration: ${msg}` });
     };
