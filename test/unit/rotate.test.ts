@@ -82,6 +82,36 @@ ${names.map((n) => `  - name: ${n}
     await rt.close();
   });
 
+  it('a source handing back the same Material: the remembered verdict still follows time, and an unchanged record is rewritten only every 10 minutes', async () => {
+    const clock = new FakeClock(new Date());
+    const base = await buildRuntime(loaded(yaml(['a']).replace(`state_dir: ${root}/state`, `state_dir: ${root}/state-memo`)), { log: silentLogger, clock });
+    const material = await base.certificates[0]!.source.fetch({ name: 'a' }, new AbortController().signal);
+    let fetches = 0;
+    const same = { fetch: async () => (fetches++, material) };
+    const rt = { ...base, certificates: [{ ...base.certificates[0]!, source: same }] };
+    const record = () => JSON.parse(readFileSync(join(root, 'state-memo/certs/a.json'), 'utf8')) as { lastResult: { result: string; at: string } };
+
+    assert.equal((await runCycle(rt)).certificates[0]?.result, 'deployed');
+    await clock.advance(60_000);
+    assert.equal((await runCycle(rt)).certificates[0]?.result, 'unchanged');
+    const firstUnchanged = record().lastResult.at;
+    await clock.advance(60_000);
+    assert.equal((await runCycle(rt)).certificates[0]?.result, 'unchanged');
+    assert.equal(record().lastResult.at, firstUnchanged, 'not rewritten within 10 minutes');
+    await clock.advance(11 * 60_000);
+    assert.equal((await runCycle(rt)).certificates[0]?.result, 'unchanged');
+    assert.notEqual(record().lastResult.at, firstUnchanged, 'refreshed after 10 minutes');
+
+    // Six days before notAfter the same object must fail min_remaining (7d): no stale verdict.
+    clock.set(material.notAfter.getTime() - 6 * 86_400_000);
+    const late = await runCycle(rt);
+    assert.equal(late.certificates[0]?.result, 'failed');
+    assert.ok(late.certificates[0]?.findings?.some((f) => f.rule === 'P-MIN-REMAINING' && f.severity === 'reject'));
+    assert.equal(record().lastResult.result, 'failed');
+    assert.equal(fetches, 5);
+    await base.close();
+  });
+
   it('--cert with an unknown name is a configuration error', async () => {
     const rt = await buildRuntime(loaded(yaml(['a'])), { log: silentLogger });
     await assert.rejects(runCycle(rt, { only: 'nope' }), /no certificate named "nope".*known: a/);
