@@ -112,6 +112,24 @@ ${names.map((n) => `  - name: ${n}
     await base.close();
   });
 
+  it('an issuer not yet due issues again when its target lost the certificate', async () => {
+    const cfg = `state_dir: ${root}/state-lost
+certificates:
+  - name: lost
+    source: { type: local-ca, dns_names: [lost.test], ttl: 3h }
+    targets: [{ type: tmpfs, dir: ${root}/out/lost }]
+`;
+    const rt = await buildRuntime(loaded(cfg), { log: silentLogger });
+    const first = await runCycle(rt);
+    assert.equal(first.certificates[0]?.result, 'deployed');
+    assert.equal((await runCycle(rt)).certificates[0]?.result, 'unchanged');
+    rmSync(join(root, 'out/lost'), { recursive: true, force: true });
+    const again = await runCycle(rt);
+    assert.equal(again.certificates[0]?.result, 'deployed');
+    assert.ok(existsSync(join(root, 'out/lost/privkey.pem')));
+    await rt.close();
+  });
+
   it('--cert with an unknown name is a configuration error', async () => {
     const rt = await buildRuntime(loaded(yaml(['a'])), { log: silentLogger });
     await assert.rejects(runCycle(rt, { only: 'nope' }), /no certificate named "nope".*known: a/);
