@@ -331,6 +331,22 @@ function spkiOf(key: KeyObject): Buffer {
   return key.export({ type: 'spki', format: 'der' });
 }
 
+function matchesLeafKey(leaf: ParsedCertificate, publicKey: KeyObject): boolean {
+  try {
+    return leaf.publicKey.equals(publicKey);
+  } catch {
+    return false;
+  }
+}
+
+function leafKeyName(leaf: ParsedCertificate): string {
+  try {
+    return describeKey(leaf.publicKey);
+  } catch {
+    return 'a key OpenSSL cannot load';
+  }
+}
+
 function describeKey(key: KeyObject): string {
   const d = key.asymmetricKeyDetails;
   if (key.asymmetricKeyType === 'rsa') return `RSA-${d?.modulusLength ?? '?'}`;
@@ -377,9 +393,10 @@ function checkPrivateKey(input: PolicyInput, leaf: ParsedCertificate | undefined
     }
   }
   if (!leaf) return;
-  const leafKey = leaf.x509.publicKey;
-  if (!(spkiOf(leafKey).equals(spkiOf(publicKey)) || leafKey.equals(publicKey))) {
-    report('P-KEYMATCH', 'reject', 0, `the private key (${describeKey(publicKey)}) does not belong to the leaf (${describeKey(leafKey)}): deliver the key the certificate was issued for`);
+  // The certificate's own SPKI bytes nearly always equal OpenSSL's export of the key; the
+  // KeyObject comparison covers an encoding that differs (say, a compressed EC point).
+  if (!leaf.spki.equals(spkiOf(publicKey)) && !matchesLeafKey(leaf, publicKey)) {
+    report('P-KEYMATCH', 'reject', 0, `the private key (${describeKey(publicKey)}) does not belong to the leaf (${leafKeyName(leaf)}): deliver the key the certificate was issued for`);
   }
   if (memo && clean) {
     let leaves = matchedKeys.get(key.pem);

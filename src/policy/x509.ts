@@ -1,22 +1,26 @@
 /**
  * X.509 certificates as the policy sees them. The DER is decoded with @peculiar/asn1-x509 (Node's
  * X509Certificate hides key-usage bits, pathLen, explicit curve parameters and, on Node 20, the
- * signature algorithm); Node's X509Certificate is kept beside it for signature checks.
+ * signature algorithm). Signatures made with the common algorithms are checked with
+ * `crypto.verify` over the to-be-signed bytes and the issuer's key, decoded once per issuer;
+ * Node's X509Certificate is built only when something needs it (the other algorithms, OpenSSL's
+ * own name matching), because on Node 20 it costs as much as the rest of the decoding.
  */
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject, verify, X509Certificate } from 'node:crypto';
 import { AsnConvert, AsnIntegerArrayBufferConverter, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes } from '@peculiar/asn1-schema';
 import {
   AlgorithmIdentifier,
   BasicConstraints,
-  Certificate,
   ExtendedKeyUsage,
+  Extension,
   KeyUsage,
   Name,
   SubjectAlternativeName,
+  Validity,
 } from '@peculiar/asn1-x509';
 import type { KeyUsageType } from '@peculiar/asn1-x509';
 import { ECParameters } from '@peculiar/asn1-ecc';
-import { RSAPublicKey, RsaSaPssParams } from '@peculiar/asn1-rsa';
+import { RsaSaPssParams } from '@peculiar/asn1-rsa';
 import { CertdError, messageOf } from '../errors.js';
 import {
   attributeName,
@@ -54,6 +58,12 @@ export interface ParsedName {
   readonly text: string;
   /** Per attribute, lower-cased with inner whitespace collapsed (RFC 5280 7.1, simplified). */
   readonly canonical: string;
+  /**
+   * The canonical attributes in sorted order, when every value is text read as such: two names
+   * whose attributes differ here cannot match under OpenSSL's canonicalisation either (it
+   * rewrites each value alone and only reorders within a multi-valued RDN).
+   */
+  readonly attributes: string | undefined;
   readonly der: Buffer;
   /** The last CN attribute, if any: what people call the certificate. */
   readonly commonName: string | undefined;
@@ -61,7 +71,12 @@ export interface ParsedName {
 
 export interface ParsedCertificate {
   readonly der: Buffer;
+  /** OpenSSL's view of the same bytes, built on first use (throws when OpenSSL refuses them). */
   readonly x509: X509Certificate;
+  /** The subject public key as a KeyObject, built on first use (throws when it does not load). */
+  readonly publicKey: KeyObject;
+  /** The to-be-signed bytes (TBSCertificate DER), the signature and whether it is verifiable as is. */
+  readonly signed: SignedPart;
   /** 1, 2 or 3. */
   readonly version: number;
   readonly serial: string;
@@ -85,6 +100,17 @@ export interface ParsedCertificate {
   readonly selfIssued: boolean;
   /** Self-issued and its signature verifies with its own key. */
   readonly selfSigned: boolean;
+}
+
+export interface SignedPart {
+  readonly tbs: Buffer;
+  /** The signature BIT STRING's bytes. */
+  readonly value: Buffer;
+  /**
+   * The outer signatureAlgorithm equals the TBS's signature field byte for byte and the BIT
+   * STRING has no unused bits: what OpenSSL's X509_verify requires before it looks at the key.
+   */
+  readonly wellFormed: boolean;
 }
 
 /** What `certd validate`, `status` and `report` show about a certificate. */
@@ -133,14 +159,17 @@ function toBigInt(unsigned: Buffer): bigint {
   return unsigned.length === 0 ? 0n : BigInt(`0x${unsigned.toString('hex')}`);
 }
 
-function parseName(name: Name): ParsedName {
+function parseName(name: Name, der: Buffer): ParsedName {
   const parts: string[] = [];
   const canonical: string[] = [];
   let commonName: string | undefined;
+  let textual = true;
   for (const rdn of name) {
     for (const atv of rdn) {
       const value = atv.value.toString();
       if (atv.type === '2.5.4.3') commonName = value;
+      // Printed as hex, or a T.61 string read byte for byte: OpenSSL may still match it.
+      if (atv.value.anyValue !== undefined || atv.value.teletexString !== undefined) textual = false;
       parts.push(`${attributeName(atv.type)}=${value}`);
       canonical.push(`${atv.type}=${value.trim().replace(/\s+/g, ' ').toLowerCase()}`);
     }
@@ -148,13 +177,19 @@ function parseName(name: Name): ParsedName {
   return {
     text: parts.join(', '),
     canonical: canonical.join('\u0000'),
-    der: Buffer.from(AsnConvert.serialize(name)),
+    attributes: textual ? canonical.sort().join('\u0000') : undefined,
+    der,
     commonName,
   };
 }
 
 export function namesEqual(a: ParsedName, b: ParsedName): boolean {
   return a.der.equals(b.der) || a.canonical === b.canonical;
+}
+
+/** False when the names certainly differ for OpenSSL too, so that it need not be asked. */
+function mayMatchInOpenSsl(a: ParsedName, b: ParsedName): boolean {
+  return a.attributes === undefined || b.attributes === undefined || a.attributes === b.attributes;
 }
 
 /** Prime-p ::= INTEGER, the parameters of a prime field (X9.62). A CHOICE lets the schema read a bare INTEGER. */
@@ -174,20 +209,20 @@ function primeFieldBits(parameters: ArrayBuffer | undefined): number | undefined
   }
 }
 
-function parseKey(cert: Certificate, x509: X509Certificate): KeyInfo {
-  const spki = cert.tbsCertificate.subjectPublicKeyInfo;
-  const oid = spki.algorithm.algorithm;
+/**
+ * The subject public key's facts. `bits` is the subjectPublicKey BIT STRING's content (after
+ * the unused-bits byte); an RSA key's modulus and exponent are read from it directly.
+ */
+function parseKey(algorithm: AlgorithmIdentifier, bits: Buffer, publicKey: () => KeyObject): KeyInfo {
+  const oid = algorithm.algorithm;
   switch (oid) {
     case OID.rsaEncryption: {
-      const rsa = AsnConvert.parse(spki.subjectPublicKey, RSAPublicKey);
-      return {
-        alg: 'RSA',
-        bits: bitLength(toBuffer(rsa.modulus)),
-        exponent: toBigInt(toBuffer(rsa.publicExponent)),
-      };
+      const [modulus, exponent] = derChildren(bits);
+      if (!modulus || !exponent || modulus[0] !== 0x02 || exponent[0] !== 0x02) throw new Error('an RSA public key is a SEQUENCE of two INTEGERs');
+      return { alg: 'RSA', bits: bitLength(derValue(modulus)), exponent: toBigInt(derValue(exponent)) };
     }
     case OID.ecPublicKey: {
-      const params = spki.algorithm.parameters;
+      const params = algorithm.parameters;
       if (!params) return { alg: 'EC-explicit', bits: undefined };
       const ec = AsnConvert.parse(params, ECParameters);
       if (ec.namedCurve !== undefined) {
@@ -200,7 +235,7 @@ function parseKey(cert: Certificate, x509: X509Certificate): KeyInfo {
     case OID.ed448:
       return { alg: 'Ed448' };
     case OID.dsa:
-      return { alg: 'DSA', bits: x509.publicKey.asymmetricKeyDetails?.modulusLength };
+      return { alg: 'DSA', bits: publicKey().asymmetricKeyDetails?.modulusLength };
     case OID.rsassaPss:
       return { alg: 'other', oid, name: 'RSASSA-PSS' };
     case OID.x25519:
@@ -271,72 +306,246 @@ export function parseCertificate(der: Buffer): ParsedCertificate {
   return parsed;
 }
 
-function decodeCertificate(der: Buffer): ParsedCertificate {
-  const cert = AsnConvert.parse(der, Certificate);
-  const x509 = new X509Certificate(der);
-  const tbs = cert.tbsCertificate;
-  let basicConstraints: ParsedCertificate['basicConstraints'];
-  let keyUsage: ParsedCertificate['keyUsage'];
-  let extKeyUsage: string[] | undefined;
-  const dnsNames: string[] = [];
-  const ipAddresses: string[] = [];
-  for (const ext of tbs.extensions ?? []) {
-    const value = ext.extnValue.buffer;
-    switch (ext.extnID) {
-      case OID.basicConstraints: {
-        const bc = AsnConvert.parse(value, BasicConstraints);
-        basicConstraints = { critical: ext.critical, cA: bc.cA, pathLen: bc.pathLenConstraint };
-        break;
-      }
-      case OID.keyUsage:
-        keyUsage = {
+/**
+ * The TLVs inside one constructed DER element, as views of `tlv` (definite lengths only, as DER
+ * requires). Only used to find the byte ranges the schema decoder does not keep.
+ */
+function derChildren(tlv: Buffer): Buffer[] {
+  const bounds = (at: number): { start: number; end: number } => {
+    let pos = at + 1;
+    const first = tlv[pos++];
+    if (first === undefined) throw new Error('DER element cut short');
+    let len = first;
+    if (first & 0x80) {
+      const n = first & 0x7f;
+      if (n === 0 || n > 4) throw new Error('DER length not definite or too long');
+      len = 0;
+      for (let i = 0; i < n; i++) len = len * 256 + (tlv[pos++] ?? Number.NaN);
+    }
+    const end = pos + len;
+    if (!(end <= tlv.length)) throw new Error('DER element overruns its container');
+    return { start: pos, end };
+  };
+  const outer = bounds(0);
+  const children: Buffer[] = [];
+  for (let at = outer.start; at < outer.end; ) {
+    const { end } = bounds(at);
+    children.push(tlv.subarray(at, end));
+    at = end;
+  }
+  return children;
+}
+
+/** The value of a primitive TLV whose length fits in one or a few bytes. */
+function derValue(tlv: Buffer): Buffer {
+  const first = tlv[1] ?? 0;
+  return tlv.subarray(first & 0x80 ? 2 + (first & 0x7f) : 2);
+}
+
+/** As X509Certificate.serialNumber prints it: big-endian hex, leading zero bytes dropped. */
+function serialHex(value: Buffer): string | undefined {
+  if (value.length === 0 || ((value[0] as number) & 0x80) !== 0) return undefined; // negative: OpenSSL's own wording
+  let i = 0;
+  while (i < value.length - 1 && value[i] === 0) i++;
+  const hex = value.subarray(i).toString('hex').toUpperCase();
+  return hex === '00' ? '0' : hex;
+}
+
+/** What OpenSSL must be asked for lazily: built once per certificate, on first use. */
+function lazy<T>(make: () => T): () => T {
+  let made: { value: T } | undefined;
+  return () => (made ??= { value: make() }).value;
+}
+
+/**
+ * Decoded pieces that many certificates share byte for byte (an issuer's name, the extensions a
+ * CA stamps on every leaf, algorithm identifiers), by their DER. Bounded: the oldest goes first.
+ * Everything kept is public and immutable.
+ */
+class SharedParts<T> {
+  private readonly entries = new Map<string, T>();
+  constructor(private readonly size: number) {}
+
+  get(tlv: Buffer, decode: (tlv: Buffer) => T): T {
+    const key = tlv.toString('latin1');
+    let value = this.entries.get(key);
+    if (value === undefined) {
+      value = decode(tlv);
+      if (this.entries.size >= this.size) this.entries.delete(this.entries.keys().next().value as string);
+      this.entries.set(key, value);
+    }
+    return value;
+  }
+}
+
+const names = new SharedParts<ParsedName>(512);
+const algorithms = new SharedParts<AlgorithmIdentifier>(64);
+const signatures = new SharedParts<SignatureInfo>(64);
+const extensions = new SharedParts<DecodedExtension>(512);
+
+/** What one extension contributes to a ParsedCertificate. */
+type DecodedExtension =
+  | { readonly id: 'basicConstraints'; readonly value: NonNullable<ParsedCertificate['basicConstraints']> }
+  | { readonly id: 'keyUsage'; readonly value: NonNullable<ParsedCertificate['keyUsage']> }
+  | { readonly id: 'extKeyUsage'; readonly value: readonly string[] }
+  | { readonly id: 'subjectAltName'; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] }
+  | { readonly id: 'other' };
+
+function decodeExtension(tlv: Buffer): DecodedExtension {
+  const ext = AsnConvert.parse(tlv, Extension);
+  const value = ext.extnValue.buffer;
+  switch (ext.extnID) {
+    case OID.basicConstraints: {
+      const bc = AsnConvert.parse(value, BasicConstraints);
+      return { id: 'basicConstraints', value: { critical: ext.critical, cA: bc.cA, pathLen: bc.pathLenConstraint } };
+    }
+    case OID.keyUsage:
+      return {
+        id: 'keyUsage',
+        value: {
           critical: ext.critical,
           usages: AsnConvert.parse(value, KeyUsage)
             .toJSON()
             .sort((a, b) => KEY_USAGE_ORDER.indexOf(a) - KEY_USAGE_ORDER.indexOf(b)),
-        };
-        break;
-      case OID.extKeyUsage:
-        extKeyUsage = [...AsnConvert.parse(value, ExtendedKeyUsage)];
-        break;
-      case OID.subjectAltName:
-        for (const gn of AsnConvert.parse(value, SubjectAlternativeName)) {
-          if (gn.dNSName !== undefined) dnsNames.push(gn.dNSName);
-          if (gn.iPAddress !== undefined) ipAddresses.push(gn.iPAddress);
-        }
-        break;
-      default:
-        break;
+        },
+      };
+    case OID.extKeyUsage:
+      return { id: 'extKeyUsage', value: [...AsnConvert.parse(value, ExtendedKeyUsage)] };
+    case OID.subjectAltName: {
+      const dnsNames: string[] = [];
+      const ipAddresses: string[] = [];
+      for (const gn of AsnConvert.parse(value, SubjectAlternativeName)) {
+        if (gn.dNSName !== undefined) dnsNames.push(gn.dNSName);
+        if (gn.iPAddress !== undefined) ipAddresses.push(gn.iPAddress);
+      }
+      return { id: 'subjectAltName', dnsNames, ipAddresses };
+    }
+    default:
+      return { id: 'other' };
+  }
+}
+
+function tagged(tlv: Buffer | undefined, tag: number, what: string): Buffer {
+  if (tlv?.[0] !== tag) throw new Error(`the certificate's ${what} is missing or not of its ASN.1 type`);
+  return tlv;
+}
+
+/**
+ * Decodes a certificate field by field: the DER is cut into its elements here and each element
+ * is decoded by its @peculiar/asn1-x509 schema, the shared ones (names, extensions, algorithm
+ * identifiers) once per distinct encoding.
+ */
+function decodeCertificate(source: Buffer): ParsedCertificate {
+  const der = Buffer.from(source);
+  if (der[0] !== 0x30) throw new Error('a certificate is a SEQUENCE');
+  const outer = derChildren(der);
+  if (outer.length !== 3) throw new Error('a certificate is a SEQUENCE of three elements');
+  const tbsTlv = tagged(outer[0], 0x30, 'tbsCertificate');
+  const algTlv = tagged(outer[1], 0x30, 'signatureAlgorithm');
+  const sigTlv = tagged(outer[2], 0x03, 'signatureValue');
+  const tbsFields = derChildren(tbsTlv);
+  let version = 1;
+  if (tbsFields[0]?.[0] === 0xa0) {
+    const [v, ...extra] = derChildren(tbsFields.shift() as Buffer);
+    const value = derValue(tagged(v, 0x02, 'version'));
+    if (extra.length > 0 || value.length !== 1) throw new Error('the certificate\'s version is not a small INTEGER');
+    version = (value[0] as number) + 1;
+  }
+  const [serialTlv, tbsAlgTlv, issuerTlv, validityTlv, subjectTlv, spkiTlv, ...optional] = tbsFields;
+  const spkiParts = derChildren(tagged(spkiTlv, 0x30, 'subjectPublicKeyInfo'));
+  const spkiBits = derValue(tagged(spkiParts[1], 0x03, 'subjectPublicKey'));
+  const sigBits = derValue(sigTlv);
+  const signed: SignedPart = {
+    tbs: tbsTlv,
+    value: sigBits.subarray(1),
+    wellFormed: algTlv.equals(tagged(tbsAlgTlv, 0x30, 'signature')) && sigBits[0] === 0,
+  };
+  const x509 = lazy(() => new X509Certificate(der));
+  const validity = AsnConvert.parse(tagged(validityTlv, 0x30, 'validity'), Validity);
+  let basicConstraints: ParsedCertificate['basicConstraints'];
+  let keyUsage: ParsedCertificate['keyUsage'];
+  let extKeyUsage: readonly string[] | undefined;
+  let dnsNames: readonly string[] = [];
+  let ipAddresses: readonly string[] = [];
+  for (const field of optional) {
+    // [1] issuerUniqueID and [2] subjectUniqueID (v2) carry nothing the policy reads.
+    if (field[0] !== 0xa3) continue;
+    const [list] = derChildren(field);
+    for (const tlv of derChildren(tagged(list, 0x30, 'extensions'))) {
+      const ext = extensions.get(tlv, decodeExtension);
+      if (ext.id === 'basicConstraints') basicConstraints = ext.value;
+      else if (ext.id === 'keyUsage') keyUsage = ext.value;
+      else if (ext.id === 'extKeyUsage') extKeyUsage = ext.value;
+      else if (ext.id === 'subjectAltName') ({ dnsNames, ipAddresses } = ext);
     }
   }
-  const subject = parseName(tbs.subject);
-  const issuer = parseName(tbs.issuer);
+  const subject = names.get(tagged(subjectTlv, 0x30, 'subject'), decodeName);
+  const issuer = names.get(tagged(issuerTlv, 0x30, 'issuer'), decodeName);
   const selfIssued = namesEqual(subject, issuer);
-  return {
-    der: Buffer.from(der),
-    x509,
-    version: tbs.version + 1,
-    serial: x509.serialNumber.toUpperCase(),
+  const spki = Buffer.from(spkiTlv as Buffer);
+  const publicKey = lazy(() => createPublicKey({ key: spki, format: 'der', type: 'spki' }));
+  const spkiAlg = algorithms.get(tagged(spkiParts[0], 0x30, 'subjectPublicKeyInfo algorithm'), decodeAlgorithm);
+  const parsed: ParsedCertificate = {
+    der,
+    get x509() {
+      return x509();
+    },
+    get publicKey() {
+      return publicKey();
+    },
+    signed,
+    version,
+    serial: serialHex(derValue(tagged(serialTlv, 0x02, 'serialNumber'))) ?? x509().serialNumber.toUpperCase(),
     subject,
     issuer,
-    notBefore: tbs.validity.notBefore.getTime(),
-    notAfter: tbs.validity.notAfter.getTime(),
-    spki: Buffer.from(AsnConvert.serialize(tbs.subjectPublicKeyInfo)),
-    key: parseKey(cert, x509),
-    signature: parseSignature(cert.signatureAlgorithm),
+    notBefore: validity.notBefore.getTime(),
+    notAfter: validity.notAfter.getTime(),
+    spki,
+    key: parseKey(spkiAlg, spkiBits.subarray(1), publicKey),
+    signature: signatures.get(algTlv, (tlv) => parseSignature(decodeAlgorithm(tlv))),
     basicConstraints,
     keyUsage,
     extKeyUsage,
     dnsNames,
     ipAddresses,
     selfIssued,
-    selfSigned: selfIssued && verifiesWith(x509, x509),
+    get selfSigned() {
+      return selfSigned();
+    },
   };
+  const selfSigned = lazy(() => selfIssued && verifiesWith(parsed, parsed));
+  return Object.freeze(parsed);
 }
 
-function verifiesWith(child: X509Certificate, parent: X509Certificate): boolean {
+function decodeName(tlv: Buffer): ParsedName {
+  return parseName(AsnConvert.parse(tlv, Name), Buffer.from(tlv));
+}
+
+function decodeAlgorithm(tlv: Buffer): AlgorithmIdentifier {
+  return AsnConvert.parse(tlv, AlgorithmIdentifier);
+}
+
+/** Node's names for the hashes `crypto.verify` takes for RSA PKCS#1 v1.5 and ECDSA. */
+const FAST_HASHES: ReadonlySet<HashName> = new Set(['sha224', 'sha256', 'sha384', 'sha512']);
+
+/**
+ * Whether `child`'s signature verifies with `parent`'s key. RSA PKCS#1 v1.5 and ECDSA with the
+ * SHA-2 hashes and EdDSA (nearly every certificate) go straight to `crypto.verify`, which calls
+ * the same OpenSSL primitive X509_verify does; any other algorithm or key type is left to
+ * X509Certificate.verify itself.
+ */
+function verifiesWith(child: ParsedCertificate, parent: ParsedCertificate): boolean {
   try {
-    return child.verify(parent.publicKey);
+    const { family, hash } = child.signature;
+    const alg = parent.key.alg;
+    const fast =
+      ((family === 'rsa' && alg === 'RSA') || (family === 'ecdsa' && alg === 'EC')) && hash !== undefined && FAST_HASHES.has(hash)
+        ? hash
+        : family === 'eddsa' && (alg === 'Ed25519' || alg === 'Ed448')
+          ? null
+          : undefined;
+    if (fast === undefined) return child.x509.verify(parent.x509.publicKey);
+    return child.signed.wellFormed && verify(fast, child.signed.tbs, parent.publicKey, child.signed.value);
   } catch {
     // A key OpenSSL cannot load for verification (unknown algorithm, broken parameters).
     return false;
@@ -356,8 +565,10 @@ export function issuance(child: ParsedCertificate, parent: ParsedCertificate): {
   if (known) return known;
   // checkIssued applies OpenSSL's own name canonicalisation; it is only a fallback because it
   // also refuses an issuer without keyCertSign, which is P-CHAIN-CA's finding, not an order one.
-  const named = namesEqual(child.issuer, parent.subject) || child.x509.checkIssued(parent.x509);
-  const result = Object.freeze({ named, signed: named && verifiesWith(child.x509, parent.x509) });
+  const named =
+    namesEqual(child.issuer, parent.subject) ||
+    (mayMatchInOpenSsl(child.issuer, parent.subject) && child.x509.checkIssued(parent.x509));
+  const result = Object.freeze({ named, signed: named && verifiesWith(child, parent) });
   if (!byParent) issuances.set(child, (byParent = new WeakMap()));
   byParent.set(parent, result);
   return result;
