@@ -37,7 +37,6 @@ import { CertdError, messageOf, scrub } from '../src/errors.js';
 import { isMemoryBacked, writeFileAtomic } from '../src/fsutil.js';
 import { pathString } from '../src/schema.js';
 import { type ApiAnswer, type ApiClient, apiConnectionFields, checkApiConnection, parseApiUrl, sharedClient } from './http-api.js';
-import { Serial } from './serial.js';
 
 const schema = z
   .strictObject({
@@ -85,6 +84,81 @@ async function readRecord(path: string): Promise<RecordFile> {
     }
   }
   return { version: 1, zones: {} };
+}
+
+/** Sets the keys recorded for `cert` (none: the entry goes); true when that changed the record. */
+function setKeys(zone: Record<string, string[]>, cert: string, keys: readonly string[]): boolean {
+  const next = [...new Set(keys)];
+  const before = zone[cert];
+  if (next.length === 0) {
+    delete zone[cert];
+    return before !== undefined;
+  }
+  zone[cert] = next;
+  return before === undefined || before.length !== next.length || before.some((k, i) => k !== next[i]);
+}
+
+/**
+ * The record file, kept in memory by the runtime that holds the state directory's lock (its only
+ * writer) and written when an update changed it. Updates run one at a time; those queued while
+ * one runs (a cycle stages many certificates at once) are applied together and share one write,
+ * and each caller resumes only once the file says what it asked. An update function must not
+ * throw after it changed the record.
+ */
+class RecordBook {
+  readonly #path: string;
+  #rec: Promise<RecordFile> | undefined;
+  #queue: { fn: (rec: RecordFile) => Promise<boolean>; done: (err?: unknown) => void }[] = [];
+  #flushing = false;
+
+  constructor(path: string) {
+    this.#path = path;
+  }
+
+  read(): Promise<RecordFile> {
+    const rec = (this.#rec ??= readRecord(this.#path));
+    rec.catch(() => {
+      if (this.#rec === rec) this.#rec = undefined;
+    });
+    return rec;
+  }
+
+  update(fn: (rec: RecordFile) => Promise<boolean>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ fn, done: (err) => (err === undefined ? resolve() : reject(err)) });
+      if (!this.#flushing) void this.#flush();
+    });
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue.splice(0);
+        const applied: typeof batch = [];
+        let changed = false;
+        try {
+          const rec = await this.read();
+          for (const u of batch) {
+            try {
+              changed = (await u.fn(rec)) || changed;
+              applied.push(u);
+            } catch (err) {
+              u.done(err);
+            }
+          }
+          if (changed) await writeFileAtomic(this.#path, `${JSON.stringify(rec, null, 2)}\n`, 0o600);
+          for (const u of applied) u.done();
+        } catch (err) {
+          // The file could not be read or written: what memory holds is no longer what it says.
+          this.#rec = undefined;
+          for (const u of batch) u.done(err);
+        }
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
 }
 
 /** What `nginx -T` says about a zone's declaration. */
@@ -328,18 +402,17 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
     return decl;
   }
 
-  #records(): Serial {
-    return this.#deps.shared(`nginx-plus-keyval:records:${this.#recordPath}`, () => new Serial());
+  #book(): RecordBook {
+    return this.#deps.shared(`nginx-plus-keyval:records:${this.#recordPath}`, () => new RecordBook(this.#recordPath));
   }
 
-  async #updateRecord(fn: (zone: Record<string, string[]>) => void | Promise<void>): Promise<void> {
-    await this.#records().run(async () => {
-      const rec = await readRecord(this.#recordPath);
+  /** Changes this zone's part of the record; `fn` returns whether it changed anything. */
+  async #updateRecord(fn: (zone: Record<string, string[]>) => boolean | Promise<boolean>): Promise<void> {
+    await this.#book().update(async (rec) => {
       const zone = (rec.zones[this.#zoneId] ??= {});
-      await fn(zone);
+      const changed = await fn(zone);
       if (Object.keys(zone).length === 0) delete rec.zones[this.#zoneId];
-      await writeFileAtomic(this.#recordPath, `${JSON.stringify(rec, null, 2)}\n`, 0o600);
-      this.#deps.shared('nginx-plus-keyval:record-cache', () => new Map<string, { at: number; rec: Promise<RecordFile> }>()).delete(this.#recordPath);
+      return changed;
     });
   }
 
@@ -370,7 +443,7 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
     await this.#updateRecord((zone) => {
       recordedBefore = zone[this.#certName] ?? [];
       // Recorded before writing, so a crash between write and commit cannot orphan a key.
-      zone[this.#certName] = [...new Set([...recordedBefore, ...keys])];
+      return setKeys(zone, this.#certName, [...recordedBefore, ...keys]);
     });
 
     const touched: string[] = [];
@@ -392,10 +465,7 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
       }
     } catch (err) {
       const failed = await this.#restore(zonePath, touched, previous);
-      await this.#updateRecord((zone) => {
-        zone[this.#certName] = recordedBefore;
-        if (recordedBefore.length === 0) delete zone[this.#certName];
-      }).catch(() => undefined);
+      await this.#updateRecord((zone) => setKeys(zone, this.#certName, recordedBefore)).catch(() => undefined);
       const restored = touched.length === 0
         ? 'nothing was changed in the zone'
         : failed.length === 0
@@ -412,10 +482,9 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
     this.#staged = undefined;
     await this.#updateRecord(async (zone) => {
       const current = new Set(s.keys);
-      if (!this.#c.prune) {
-        zone[this.#certName] = [...new Set([...s.recordedBefore, ...s.keys])];
-        return;
-      }
+      if (!this.#c.prune) return setKeys(zone, this.#certName, [...s.recordedBefore, ...s.keys]);
+      // Asked before anything changes: the record must not drop keys that were not pruned.
+      const zonePath = await this.#zonePath(signal);
       const configured = this.#deps.shared('nginx-plus-keyval:registry', () => new Map<string, Set<string>>()).get(this.#zoneId) ?? new Set<string>();
       // A key another configured certificate wrote is that certificate's now, whoever had it first.
       const claimed = new Set(current);
@@ -426,7 +495,6 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
         for (const key of keys) if (!claimed.has(key)) stale.push({ cert: name, key });
         zone[name] = keys.filter((k) => !claimed.has(k));
       }
-      const zonePath = await this.#zonePath(signal);
       const pruned: string[] = [];
       const kept = new Map<string, string[]>();
       for (const { cert, key } of stale) {
@@ -445,6 +513,7 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
       if (pruned.length > 0) {
         this.#deps.log.info({ cert: this.#certName, target: this.description, keys: pruned }, 'pruned keys certd no longer deploys');
       }
+      return true;
     });
   }
 
@@ -455,10 +524,7 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
     this.#snapshots().delete(this.#zoneId);
     const zonePath = await this.#zonePath(new AbortController().signal);
     const failed = await this.#restore(zonePath, s.keys, s.previous);
-    await this.#updateRecord((zone) => {
-      if (s.recordedBefore.length === 0) delete zone[this.#certName];
-      else zone[this.#certName] = [...s.recordedBefore];
-    });
+    await this.#updateRecord((zone) => setKeys(zone, this.#certName, s.recordedBefore));
     if (failed.length > 0) {
       throw new CertdError('E_TARGET', `rolling back ${this.#certName} in nginx-plus-keyval ${this.#c.url} zone ${this.#c.zone}: restoring failed for ${failed.join(', ')}`);
     }
@@ -470,14 +536,7 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
    * zone within a second, so an unchanged cycle costs one request per zone, not per key.
    */
   async holds(fingerprint: string, signal: AbortSignal): Promise<boolean> {
-    // The record is one file for every certificate of the zone: read it once a second, not per certificate.
-    const records = this.#deps.shared('nginx-plus-keyval:record-cache', () => new Map<string, { at: number; rec: Promise<RecordFile> }>());
-    let cached = records.get(this.#recordPath);
-    if (!cached || Date.now() - cached.at > 1000) {
-      cached = { at: Date.now(), rec: readRecord(this.#recordPath) };
-      records.set(this.#recordPath, cached);
-    }
-    const rec = await cached.rec.catch(() => undefined);
+    const rec = await this.#book().read().catch(() => undefined);
     const keys = this.#c.keys ?? rec?.zones[this.#zoneId]?.[this.#certName] ?? [];
     if (keys.length === 0) return false;
     const snapshots = this.#snapshots();

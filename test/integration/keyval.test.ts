@@ -341,6 +341,33 @@ certificates:
     assert.equal(await served(A), pruned.report.certificates[0]!.fingerprint);
   });
 
+  it('many certificates in one cycle: each key is on the record file before its POST, and the record ends listing all', async () => {
+    const names = Array.from({ length: 24 }, (_, i) => `many${i}`);
+    for (const name of names) issue(name, [`${name}.keyval.certd.test`]);
+    const recordPath = join(dir, 'state', 'nginx-plus-keyval.json');
+    const unrecorded: string[] = [];
+    let posts = 0;
+    proxy.onRequest = (method, _path, body) => {
+      if (method !== 'POST' || !body || typeof body !== 'object') return;
+      posts++;
+      const record = existsSync(recordPath) ? readFileSync(recordPath, 'utf8') : '';
+      for (const key of Object.keys(body)) if (!record.includes(`"${key}"`)) unrecorded.push(key);
+    };
+    try {
+      const { r, report } = await rotate(head() + names.map((n) => certBlock(n, [`${n}.keyval.certd.test`], webTarget())).join(''));
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(report.certificates.filter((c) => c.result === 'deployed').length, names.length);
+    } finally {
+      proxy.onRequest = undefined;
+    }
+    assert.equal(posts, names.length);
+    assert.deepEqual(unrecorded, [], 'a crash after a POST must find its key on the record (to prune or restore it)');
+    const zones = (JSON.parse(readFileSync(recordPath, 'utf8')) as { zones: Record<string, Record<string, string[]>> }).zones;
+    const recorded = Object.values(zones).flatMap((z) => Object.entries(z));
+    for (const name of names) assert.deepEqual(recorded.find(([cert]) => cert === name)?.[1], [`${name}.keyval.certd.test`], name);
+    for (const name of names) assert.ok(zone().get(`${name}.keyval.certd.test`)?.includes('BEGIN CERTIFICATE'), name);
+  });
+
   it('deployment() reports zone, keys (from the record), API version and the state= finding', async () => {
     const values = new Map<string, unknown>();
     const deps: ProviderDeps = {
