@@ -438,10 +438,12 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     };
   }
   const failures = r.result === 'failed' ? (w.state.lastResult?.failures ?? 0) + 1 : 0;
-  // An unchanged certificate whose record already says so is not rewritten every cycle (a fleet of
-  // a thousand would rewrite a thousand files); its "last checked" time is refreshed every 10 min.
+  // An unchanged certificate whose record already says so, or says it was deployed, is not
+  // rewritten every cycle (a fleet of a thousand would rewrite a thousand files, and the first
+  // cycle after a mass deployment would write them all again); the record is refreshed to
+  // "unchanged" with its time every 10 minutes.
   const prev = w.state.lastResult;
-  const quiet = r.result === 'unchanged' && prev?.result === 'unchanged' && !w.state.pending && lastGood === w.state.lastGood
+  const quiet = r.result === 'unchanged' && (prev?.result === 'unchanged' || prev?.result === 'deployed') && !w.state.pending && lastGood === w.state.lastGood
     && JSON.stringify(prev.findings ?? null) === JSON.stringify(r.findings ?? null)
     && Date.parse(now) - Date.parse(prev.at) < 10 * 60_000;
   rt.metrics.certificate(w.cert.name, {

@@ -92,9 +92,15 @@ ${names.map((n) => `  - name: ${n}
     const record = () => JSON.parse(readFileSync(join(root, 'state-memo/certs/a.json'), 'utf8')) as { lastResult: { result: string; at: string } };
 
     assert.equal((await runCycle(rt)).certificates[0]?.result, 'deployed');
+    const deployedAt = record().lastResult.at;
     await clock.advance(60_000);
     assert.equal((await runCycle(rt)).certificates[0]?.result, 'unchanged');
+    assert.deepEqual([record().lastResult.result, record().lastResult.at], ['deployed', deployedAt], 'the deployment record stands: not rewritten the next cycle');
+    await clock.advance(10 * 60_000);
+    assert.equal((await runCycle(rt)).certificates[0]?.result, 'unchanged');
+    assert.equal(record().lastResult.result, 'unchanged', 'refreshed after 10 minutes');
     const firstUnchanged = record().lastResult.at;
+    assert.notEqual(firstUnchanged, deployedAt);
     await clock.advance(60_000);
     assert.equal((await runCycle(rt)).certificates[0]?.result, 'unchanged');
     assert.equal(record().lastResult.at, firstUnchanged, 'not rewritten within 10 minutes');
@@ -108,7 +114,7 @@ ${names.map((n) => `  - name: ${n}
     assert.equal(late.certificates[0]?.result, 'failed');
     assert.ok(late.certificates[0]?.findings?.some((f) => f.rule === 'P-MIN-REMAINING' && f.severity === 'reject'));
     assert.equal(record().lastResult.result, 'failed');
-    assert.equal(fetches, 5);
+    assert.equal(fetches, 6);
     await base.close();
   });
 
