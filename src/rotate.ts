@@ -3,12 +3,12 @@
  * distinct reload spec, verify, and commit or roll back. A failure of one certificate never
  * stops the others; what is deployed is always a whole, policy-checked set.
  */
-import { X509Certificate } from 'node:crypto';
 import { checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
 import { checkPolicy, VALIDITY_SKEW_MS } from './policy/check.js';
 import type { Finding, PolicySettings } from './policy/types.js';
+import { parseCertificate } from './policy/x509.js';
 import { describeReload, reloadKey, type ReloadSpec, runReload, runTest } from './reload.js';
 import type { CertificateRuntime, Runtime } from './runtime.js';
 import type { CertState, CycleOutcome, LastGood } from './state.js';
@@ -261,8 +261,9 @@ function nextPolicyDate(material: Material, policy: PolicySettings, t: number): 
   const dates: number[] = [];
   for (const der of [material.leaf, ...material.chain]) {
     try {
-      const x = new X509Certificate(der);
-      dates.push(new Date(x.validFrom).getTime() - VALIDITY_SKEW_MS, new Date(x.validTo).getTime() + VALIDITY_SKEW_MS);
+      // Decoded by the policy check just before: answered from its cache.
+      const x = parseCertificate(der);
+      dates.push(x.notBefore.getTime() - VALIDITY_SKEW_MS, x.notAfter.getTime() + VALIDITY_SKEW_MS);
     } catch {
       return t; // unparseable: never remembered (the policy reports P-PARSE each time)
     }
