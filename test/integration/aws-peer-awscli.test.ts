@@ -130,6 +130,32 @@ describe('AWS peer cross-checked by Debian awscli', () => {
     assert.ok((peer.calls['AmazonSSM.GetParametersByPath'] ?? 0) > 2, 'awscli followed several NextTokens, across an empty page');
   });
 
+  it('ssm: describe-parameters lists metadata under a path (Recursive and OneLevel), following short pages', async () => {
+    for (const name of ['web', 'api']) {
+      await awsJson(['ssm', 'put-parameter', '--name', `/tls/${name}/cert`, '--value', `cert-${name}`, '--type', 'String']);
+      await awsJson(['ssm', 'put-parameter', '--name', `/tls/${name}/key`, '--value', `key-${name}`, '--type', 'SecureString']);
+    }
+    await awsJson(['ssm', 'put-parameter', '--name', '/tls/web/key', '--value', 'key-web-2', '--type', 'SecureString', '--overwrite']);
+    await awsJson(['ssm', 'put-parameter', '--name', '/tls/top', '--value', 'top', '--type', 'String']);
+    await awsJson(['ssm', 'put-parameter', '--name', '/tlsother/x', '--value', 'x', '--type', 'String']);
+    peer.resetCalls();
+    const all = await awsJson(['ssm', 'describe-parameters', '--parameter-filters', 'Key=Path,Option=Recursive,Values=/tls', '--page-size', '2']);
+    const params = all['Parameters'] as Record<string, unknown>[];
+    assert.deepEqual(params.map((p) => p['Name']), ['/tls/api/cert', '/tls/api/key', '/tls/top', '/tls/web/cert', '/tls/web/key']);
+    assert.ok((peer.calls['AmazonSSM.DescribeParameters'] ?? 0) > 3, 'awscli followed several NextTokens, across an empty page');
+    const key = params.find((p) => p['Name'] === '/tls/web/key')!;
+    assert.equal(key['Version'], 2);
+    assert.equal(key['Type'], 'SecureString');
+    assert.equal(key['KeyId'], 'alias/aws/ssm');
+    assert.equal(key['Tier'], 'Standard');
+    assert.match(String(key['LastModifiedDate']), /^\d{4}-\d\d-\d\dT/, 'awscli parsed the epoch-seconds timestamp');
+    assert.ok(params.every((p) => !('Value' in p)), 'metadata only: no value');
+    const oneLevel = await awsJson(['ssm', 'describe-parameters', '--parameter-filters', 'Key=Path,Option=OneLevel,Values=/tls']);
+    assert.deepEqual((oneLevel['Parameters'] as Record<string, unknown>[]).map((p) => p['Name']), ['/tls/top']);
+    const stderr = await awsFails(['ssm', 'describe-parameters', '--parameter-filters', 'Key=Path,Option=Equals,Values=/tls'], 'InvalidFilterOption');
+    assert.match(stderr, /For Path filter, valid options are Recursive and OneLevel/);
+  });
+
   it('kms: encrypt with a context; decrypt needs the same context (InvalidCiphertextException otherwise)', async () => {
     const key = await awsJson(['kms', 'create-key', '--description', 'certd test']);
     const keyId = String((key['KeyMetadata'] as Record<string, unknown>)['KeyId']);

@@ -11,7 +11,8 @@ import {
   ListSecretVersionIdsCommand, PutSecretValueCommand, SecretsManagerClient, UpdateSecretVersionStageCommand,
 } from '@aws-sdk/client-secrets-manager';
 import {
-  GetParameterCommand, GetParametersByPathCommand, GetParametersCommand, PutParameterCommand, SSMClient,
+  DescribeParametersCommand, GetParameterCommand, GetParametersByPathCommand, GetParametersCommand, PutParameterCommand, SSMClient,
+  type ParameterStringFilter,
 } from '@aws-sdk/client-ssm';
 import {
   CreateAliasCommand, CreateKeyCommand, DecryptCommand, EncryptCommand, GetPublicKeyCommand, KMSClient, SignCommand,
@@ -202,6 +203,68 @@ describe('AWS peer through the SDK: SSM Parameter Store', () => {
     assert.equal(recursive.Parameters?.length, 10);
     assert.ok(recursive.NextToken);
     await rejectsWith(ssm.send(new GetParametersByPathCommand({ Path: '/fleet', MaxResults: 11 })), 'ValidationException');
+    noInternalErrors(peer);
+  });
+
+  it('DescribeParameters answers metadata only, filtered by Path (Recursive or OneLevel), paged up to 50', async () => {
+    for (let i = 0; i < 60; i++) {
+      await ssm.send(new PutParameterCommand({ Name: `/desc/f${String(i).padStart(2, '0')}/cert`, Value: `c${i}`, Type: 'String' }));
+    }
+    await ssm.send(new PutParameterCommand({ Name: '/desc/f00/key', Value: 'k1', Type: 'SecureString' }));
+    await ssm.send(new PutParameterCommand({ Name: '/desc/f00/key', Value: 'k2', Type: 'SecureString', Overwrite: true }));
+    await ssm.send(new PutParameterCommand({ Name: '/desc/top', Value: 't', Type: 'String' }));
+    await ssm.send(new PutParameterCommand({ Name: '/descx/other', Value: 'o', Type: 'String' }));
+    const walk = async (filters: ParameterStringFilter[], max?: number) => {
+      const out: Record<string, unknown>[] = [];
+      const sizes: number[] = [];
+      let token: string | undefined;
+      do {
+        const page = await ssm.send(new DescribeParametersCommand({ ParameterFilters: filters, ...(max === undefined ? {} : { MaxResults: max }), NextToken: token }));
+        sizes.push(page.Parameters?.length ?? 0);
+        out.push(...((page.Parameters ?? []) as Record<string, unknown>[]));
+        token = page.NextToken;
+      } while (token !== undefined && sizes.length < 100);
+      return { out, sizes };
+    };
+
+    peer.shortPages = false;
+    peer.resetCalls();
+    const recursive = await walk([{ Key: 'Path', Option: 'Recursive', Values: ['/desc'] }], 50);
+    assert.deepEqual(recursive.sizes, [50, 12], 'full pages of 50');
+    assert.equal(recursive.out.length, 62, 'every parameter under /desc, none under /descx');
+    const key = recursive.out.find((p) => p['Name'] === '/desc/f00/key')!;
+    assert.equal(key['Version'], 2);
+    assert.equal(key['Type'], 'SecureString');
+    assert.equal(key['KeyId'], 'alias/aws/ssm');
+    assert.equal(key['Tier'], 'Standard');
+    assert.equal(key['DataType'], 'text');
+    assert.equal(key['ARN'], 'arn:aws:ssm:us-east-1:123456789012:parameter/desc/f00/key');
+    assert.ok(key['LastModifiedDate'] instanceof Date, 'epoch seconds parsed by the SDK');
+    // On the wire (the SDK would drop an unknown member): no value, epoch-seconds dates.
+    const raw = (await peer.invoke('AmazonSSM.DescribeParameters', { ParameterFilters: [{ Key: 'Path', Option: 'Recursive', Values: ['/desc'] }], MaxResults: 50 })) as { Parameters: Record<string, unknown>[] };
+    assert.equal(raw.Parameters.length, 50);
+    assert.ok(raw.Parameters.every((p) => !('Value' in p)), 'never a value');
+    assert.ok(raw.Parameters.every((p) => typeof p['LastModifiedDate'] === 'number'));
+    assert.equal(peer.calls['AmazonSSM.DescribeParameters'], 2);
+
+    const oneLevel = await walk([{ Key: 'Path', Values: ['/desc/'] }]);
+    assert.deepEqual(oneLevel.out.map((p) => p['Name']), ['/desc/top'], 'OneLevel is the default: direct children only');
+    const byType = await walk([{ Key: 'Path', Option: 'Recursive', Values: ['/desc'] }, { Key: 'Type', Values: ['SecureString'] }]);
+    assert.deepEqual(byType.out.map((p) => p['Name']), ['/desc/f00/key'], 'filters are ANDed');
+
+    peer.shortPages = true;
+    const short = await walk([{ Key: 'Path', Option: 'Recursive', Values: ['/desc'] }], 10);
+    assert.equal(short.out.length, 62);
+    assert.ok(short.sizes.some((n) => n === 0), `an empty page with a NextToken was served: ${short.sizes.join(',')}`);
+    assert.ok(short.sizes.every((n) => n <= 10));
+    peer.shortPages = false;
+
+    await rejectsWith(ssm.send(new DescribeParametersCommand({ MaxResults: 51 })), 'ValidationException', /less than or equal to 50/);
+    await rejectsWith(ssm.send(new DescribeParametersCommand({ MaxResults: 0 })), 'ValidationException', /greater than or equal to 1/);
+    await rejectsWith(ssm.send(new DescribeParametersCommand({ ParameterFilters: [{ Key: 'Path', Option: 'Equals', Values: ['/desc'] }] })), 'InvalidFilterOption');
+    await rejectsWith(ssm.send(new DescribeParametersCommand({ ParameterFilters: [{ Key: 'Label', Values: ['x'] }] })), 'InvalidFilterKey');
+    await rejectsWith(ssm.send(new DescribeParametersCommand({ ParameterFilters: [{ Key: 'Path', Option: 'Recursive', Values: ['desc'] }] })), 'InvalidFilterValue');
+    await rejectsWith(ssm.send(new DescribeParametersCommand({ ParameterFilters: [{ Key: 'Path', Option: 'Recursive', Values: ['/desc'] }], NextToken: 'bogus' })), 'InvalidNextToken');
     noInternalErrors(peer);
   });
 });
@@ -489,7 +552,7 @@ describe('AWS peer through the SDK: faults and retries', () => {
 });
 
 describe('AWS peer through the SDK: quota buckets', () => {
-  it('enforces BatchGetSecretValue at 100/s and the SSM reads sharing 40/s, refilling with time', async () => {
+  it('enforces BatchGetSecretValue at 100/s and the SSM reads (DescribeParameters too) sharing 40/s, refilling with time', async () => {
     let clock = Date.now();
     const peer = await startAwsPeer({ quotas: true, now: () => clock });
     const sm = new SecretsManagerClient({ ...peerClientConfig(peer), maxAttempts: 1 });
@@ -504,13 +567,15 @@ describe('AWS peer through the SDK: quota buckets', () => {
       // GetSecretValue has its own, far larger bucket.
       assert.equal((await sm.send(new GetSecretValueCommand({ SecretId: 'q' }))).SecretString, 'v');
 
+      // DescribeParameters is charged to the same bucket (a conservative choice, see QUOTA_BUCKETS).
       const reads = Array.from({ length: 45 }, (_, i) =>
-        i % 3 === 0 ? ssm.send(new GetParameterCommand({ Name: '/q/p' }))
-          : i % 3 === 1 ? ssm.send(new GetParametersCommand({ Names: ['/q/p'] }))
-            : ssm.send(new GetParametersByPathCommand({ Path: '/q' })));
+        i % 4 === 0 ? ssm.send(new GetParameterCommand({ Name: '/q/p' }))
+          : i % 4 === 1 ? ssm.send(new GetParametersCommand({ Names: ['/q/p'] }))
+            : i % 4 === 2 ? ssm.send(new GetParametersByPathCommand({ Path: '/q' }))
+              : ssm.send(new DescribeParametersCommand({ ParameterFilters: [{ Key: 'Path', Values: ['/q'] }] })));
       const settled = await Promise.allSettled(reads);
       assert.equal(settled.filter((r) => r.status === 'fulfilled').length, 40);
-      const throttledSsm = ['GetParameter', 'GetParameters', 'GetParametersByPath']
+      const throttledSsm = ['GetParameter', 'GetParameters', 'GetParametersByPath', 'DescribeParameters']
         .reduce((n, op) => n + (peer.throttled[`AmazonSSM.${op}`] ?? 0), 0);
       assert.equal(throttledSsm, 5);
       await rejectsWith(ssm.send(new GetParameterCommand({ Name: '/q/p' })), 'ThrottlingException', /Rate exceeded/);

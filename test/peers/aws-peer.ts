@@ -41,14 +41,17 @@ export const QUOTA_BUCKETS: Readonly<Record<string, { rate: number; ops: readonl
   'secretsmanager.BatchGetSecretValue': { rate: 100, ops: ['secretsmanager.BatchGetSecretValue'] },
   'secretsmanager.CreateSecret': { rate: 50, ops: ['secretsmanager.CreateSecret'] },
   'secretsmanager.PutSecretValue': { rate: 50, ops: ['secretsmanager.PutSecretValue', 'secretsmanager.UpdateSecretVersionStage'] },
-  // Standard throughput: the three reads share 40/s.
-  'ssm.GetParameter': { rate: 40, ops: ['AmazonSSM.GetParameter', 'AmazonSSM.GetParameters', 'AmazonSSM.GetParametersByPath'] },
+  // Standard throughput: GetParameter, GetParameters and GetParametersByPath share 40/s.
+  // DescribeParameters draws from the same bucket as a conservative choice: PROTOCOLS.md gives
+  // no figure for the real service's DescribeParameters quota.
+  'ssm.GetParameter': { rate: 40, ops: ['AmazonSSM.GetParameter', 'AmazonSSM.GetParameters', 'AmazonSSM.GetParametersByPath', 'AmazonSSM.DescribeParameters'] },
   'kms.symmetric': { rate: 10_000, ops: ['TrentService.Encrypt', 'TrentService.Decrypt'] },
   'kms.rsa': { rate: 500, ops: ['TrentService.Sign', 'TrentService.Encrypt', 'TrentService.Decrypt'] },
   'kms.ecc': { rate: 300, ops: ['TrentService.Sign'] },
 };
 
-export type FaultKind = 'throttle' | '5xx' | 'hang' | 'close' | 'latency';
+/** `denied`: AccessDeniedException, as when the caller's IAM policy lacks the operation's action. */
+export type FaultKind = 'throttle' | '5xx' | 'hang' | 'close' | 'latency' | 'denied';
 
 export interface FaultRule {
   /** `Target.Operation` as in X-Amz-Target, e.g. `secretsmanager.GetSecretValue`; all when absent. */
@@ -78,7 +81,7 @@ export interface AwsPeerOptions {
   region?: string;
   /** true: AWS's rates from QUOTA_BUCKETS; a record: those with the named buckets overridden. */
   quotas?: boolean | Record<string, number>;
-  /** GetParametersByPath answers short and empty pages that still carry a NextToken. */
+  /** GetParametersByPath and DescribeParameters answer short and empty pages that still carry a NextToken. */
   shortPages?: boolean;
   /** Epoch milliseconds; drives SigV4 skew checks, timestamps and quota refill. */
   now?: () => number;
@@ -243,6 +246,10 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
           sendError(res, service, err);
           return;
         }
+        case 'denied':
+          sendError(res, service, new AwsError('AccessDeniedException',
+            `User: arn:aws:iam::${TEST_ACCOUNT_ID}:user/certd-test is not authorized to perform: ${service.signingName}:${opName} because no identity-based policy allows the ${service.signingName}:${opName} action`));
+          return;
         case 'hang':
           hung.add(res);
           res.on('close', () => hung.delete(res));

@@ -1,6 +1,9 @@
 // SSM Parameter Store (target prefix AmazonSSM). SecureString values are really encrypted with
 // the KMS emulation, under the key given or AWS's managed `alias/aws/ssm`, with the encryption
 // context AWS uses ({"PARAMETER_ARN": arn}); without WithDecryption the caller sees that blob.
+// DescribeParameters answers metadata only (never a value) through ParameterFilters; the peer
+// keeps no tags, descriptions or writers, so `tag:` filters match nothing and LastModifiedUser,
+// Description and AllowedPattern are never in an answer.
 import {
   AwsError, optionalBoolean, optionalString, optionalStringList, requireString, validation,
 } from './aws-error.js';
@@ -19,6 +22,8 @@ interface ParameterVersion {
   /** Clear text for String/StringList; the KMS blob for SecureString. */
   readonly stored: Buffer;
   readonly modifiedMs: number;
+  /** SecureString only: the KMS key as the caller named it (AWS's `alias/aws/ssm` by default). */
+  readonly keyId?: string;
 }
 
 interface Parameter {
@@ -28,9 +33,21 @@ interface Parameter {
 }
 
 export interface SsmOptions {
-  /** Answer GetParametersByPath with short and even empty pages that still carry a NextToken. */
+  /**
+   * Answer GetParametersByPath and DescribeParameters with short and even empty pages that still
+   * carry a NextToken (AWS does: both stop at an internal limit and return what they have).
+   */
   shortPages?: boolean;
 }
+
+/** One ParameterStringFilter of DescribeParameters, validated. */
+interface DescribeFilter {
+  readonly key: string;
+  readonly option: string;
+  readonly values: readonly string[];
+}
+
+const FILTER_KEY = /^(tag:.+|Name|Type|KeyId|Path|Label|Tier|DataType)$/;
 
 export class SsmService implements EmulatedService {
   readonly targetPrefix = 'AmazonSSM';
@@ -49,6 +66,7 @@ export class SsmService implements EmulatedService {
       GetParameter: (i) => this.getParameter(i),
       GetParameters: (i) => this.getParameters(i),
       GetParametersByPath: (i) => this.getParametersByPath(i),
+      DescribeParameters: (i) => this.describeParameters(i),
       DeleteParameter: (i) => this.deleteParameter(i),
     };
   }
@@ -91,7 +109,8 @@ export class SsmService implements EmulatedService {
       }
       stored = this.kms.encryptWith(key.keyId, stored, { PARAMETER_ARN: arn });
     }
-    const version: ParameterVersion = { version: (last?.version ?? 0) + 1, type, tier, stored, modifiedMs: this.ctx.nowMs() };
+    const keyId = type === 'SecureString' ? (optionalString(input, 'KeyId') ?? 'alias/aws/ssm') : undefined;
+    const version: ParameterVersion = { version: (last?.version ?? 0) + 1, type, tier, stored, modifiedMs: this.ctx.nowMs(), ...(keyId === undefined ? {} : { keyId }) };
     if (existing === undefined) this.params.set(name, { name, arn, history: [version] });
     else existing.history.push(version);
     return { Version: version.version, Tier: tier };
@@ -148,6 +167,77 @@ export class SsmService implements EmulatedService {
     return out;
   }
 
+  /**
+   * Metadata of the parameters every filter matches (filters AND, values of one filter OR), by
+   * name, MaxResults 1..50 a page (AWS documents no default; the peer takes GetParametersByPath's
+   * 10, so a client that relies on an unstated default gets small pages). `Path` takes Recursive or OneLevel (the default);
+   * `Name` Equals, BeginsWith or Contains; the others Equals or BeginsWith. `Label` is refused
+   * (it belongs to GetParametersByPath), as AWS does. `Shared: true` lists parameters other
+   * accounts share, of which the peer has none.
+   */
+  private describeParameters(input: Record<string, unknown>): unknown {
+    const max = input['MaxResults'] ?? 10;
+    if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > 50) {
+      const bound = typeof max === 'number' && max < 1 ? 'greater than or equal to 1' : 'less than or equal to 50';
+      throw validation(`1 validation error detected: Value '${String(max)}' at 'maxResults' failed to satisfy constraint: Member must have value ${bound}`);
+    }
+    if (input['Filters'] !== undefined && input['ParameterFilters'] !== undefined) {
+      throw validation('You can use either Filters or ParameterFilters in a single request.');
+    }
+    if (input['Filters'] !== undefined) {
+      throw validation('this test peer does not implement the deprecated Filters member; use ParameterFilters');
+    }
+    const filters = parseDescribeFilters(input['ParameterFilters']);
+    const shared = optionalBoolean(input, 'Shared');
+    const matching = shared ? [] : [...this.params.values()]
+      .filter((p) => filters.every((f) => this.matches(p, f)))
+      .map((p) => p.name)
+      .sort();
+    const scope = `describe|${JSON.stringify(filters)}|${shared}`;
+    const token = optionalString(input, 'NextToken');
+    const pos = token === undefined ? { offset: 0, page: 0 } : decodePageToken(token, scope);
+    if (pos === undefined) throw new AwsError('InvalidNextToken', 'The specified token isn\'t valid.');
+    const size = this.shortPages ? shortPageSize(pos.page, max) : max;
+    const names = matching.slice(pos.offset, pos.offset + size);
+    const end = pos.offset + names.length;
+    const out: Record<string, unknown> = { Parameters: names.map((n) => this.metadata(this.params.get(n)!)) };
+    if (end < matching.length) out['NextToken'] = encodePageToken(end, pos.page + 1, scope);
+    return out;
+  }
+
+  private matches(param: Parameter, f: DescribeFilter): boolean {
+    const latest = param.history.at(-1)!;
+    if (f.key === 'Path') {
+      return f.values.some((v) => {
+        const prefix = v === '/' ? '/' : `${v.replace(/\/+$/, '')}/`;
+        return param.name.startsWith(prefix) && (f.option === 'Recursive' || !param.name.slice(prefix.length).includes('/'));
+      });
+    }
+    if (f.key.startsWith('tag:')) return false;
+    const field = f.key === 'Name' ? param.name
+      : f.key === 'Type' ? latest.type
+        : f.key === 'Tier' ? latest.tier
+          : f.key === 'DataType' ? 'text'
+            : latest.keyId;
+    if (field === undefined) return false;
+    return f.values.some((v) => (f.option === 'BeginsWith' ? field.startsWith(v) : f.option === 'Contains' ? field.includes(v) : field === v));
+  }
+
+  private metadata(param: Parameter): unknown {
+    const latest = param.history.at(-1)!;
+    return {
+      Name: param.name,
+      ARN: param.arn,
+      Type: latest.type,
+      ...(latest.keyId === undefined ? {} : { KeyId: latest.keyId }),
+      LastModifiedDate: epochSeconds(latest.modifiedMs),
+      Version: latest.version,
+      Tier: latest.tier,
+      Policies: [],
+      DataType: 'text',
+    };
+  }
+
   private deleteParameter(input: Record<string, unknown>): unknown {
     const name = requireString(input, 'Name');
     if (!this.params.delete(name)) throw new AwsError('ParameterNotFound', '');
@@ -189,6 +279,35 @@ export class SsmService implements EmulatedService {
       DataType: 'text',
     };
   }
+}
+
+/** ParameterFilters as DescribeParameters validates them: key pattern, option per key, values. */
+function parseDescribeFilters(raw: unknown): DescribeFilter[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw validation('Value at \'parameterFilters\' must be a list');
+  return raw.map((f: unknown, i) => {
+    if (typeof f !== 'object' || f === null || Array.isArray(f)) throw validation(`Value at 'parameterFilters.${i + 1}.member' must be a structure`);
+    const entry = f as Record<string, unknown>;
+    const key = requireString(entry, 'Key');
+    if (key.length > 132 || !FILTER_KEY.test(key)) {
+      throw validation(`1 validation error detected: Value '${key}' at 'parameterFilters.${i + 1}.member.key' failed to satisfy constraint: Member must satisfy regular expression pattern: tag:.+|Name|Type|KeyId|Path|Label|Tier|DataType`);
+    }
+    if (key === 'Label') throw new AwsError('InvalidFilterKey', '');
+    const options = key === 'Path' ? ['Recursive', 'OneLevel'] : key === 'Name' ? ['Equals', 'BeginsWith', 'Contains'] : ['Equals', 'BeginsWith'];
+    const option = optionalString(entry, 'Option') ?? (key === 'Path' ? 'OneLevel' : 'Equals');
+    if (!options.includes(option)) {
+      throw new AwsError('InvalidFilterOption', 'The specified filter option isn\'t valid. Valid options are Equals and BeginsWith. For Path filter, valid options are Recursive and OneLevel.');
+    }
+    const values = optionalStringList(entry, 'Values') ?? [];
+    if (values.length > 50 || values.some((v) => v.length < 1 || v.length > 1024)) {
+      throw validation(`1 validation error detected: Value at 'parameterFilters.${i + 1}.member.values' failed to satisfy constraint: Member must have length between 1 and 50, each 1 to 1024 characters`);
+    }
+    if (values.length === 0 && !key.startsWith('tag:')) throw new AwsError('InvalidFilterValue', `The filter value isn't valid. Verify the value and try again.`);
+    if (key === 'Path' && values.some((v) => !v.startsWith('/'))) {
+      throw new AwsError('InvalidFilterValue', 'The filter value isn\'t valid. A Path filter value must begin with a forward slash "/".');
+    }
+    return { key, option, values };
+  });
 }
 
 /** A cycle of half, empty and single-item pages: every cycle still makes progress. */
