@@ -122,6 +122,12 @@ const DENIED = new Set(['AccessDeniedException', 'AccessDenied', 'UnauthorizedOp
 const BAD_CREDENTIALS = new Set(['UnrecognizedClientException', 'InvalidSignatureException', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'IncompleteSignature']);
 const KMS_KEY_STATE = new Set(['DisabledException', 'KMSInvalidStateException', 'KeyUnavailableException', 'InvalidKeyUsageException', 'IncorrectKeyException']);
 
+/** True for an access-denied answer, raw from the SDK or as the CertdError `awsError` made of it. */
+export function isAccessDenied(err: unknown): boolean {
+  const name = err instanceof CertdError ? err.details['aws'] : (err as SdkErrorShape | undefined)?.name;
+  return typeof name === 'string' && DENIED.has(name);
+}
+
 export function isThrottling(err: unknown): boolean {
   const e = err as SdkErrorShape;
   return THROTTLING.has(e?.name ?? '') || e?.$metadata?.httpStatusCode === 429;

@@ -1,23 +1,24 @@
 // What a fleet costs: a hundred Secrets Manager and a hundred SSM certificates read through
 // the real SDK from the AWS peer, in-process (buildRuntime + runCycle) for speed. The peer's
 // counters are the measure: one BatchGetSecretValue per 20 secrets, one GetParameters per 10
-// parameters, one GetParametersByPath page per 10 parameters of a discovered prefix; an
+// parameters, one GetParametersByPath page per 10 parameters of a discovered prefix on the
+// first cycle, then one DescribeParameters page per 50 plus GetParameters for what changed; an
 // unchanged cycle writes nothing and reloads nothing. Throttling and 5xx are absorbed by
 // retries; a hung request fails its certificate only.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, type Logger, silentLogger } from '../../src/log.js';
 import type { Metrics } from '../../src/metrics.js';
 import { runCycle } from '../../src/rotate.js';
 import { buildRuntime, type Runtime } from '../../src/runtime.js';
 import { shmDir, writeConfig } from '../helpers/cli.js';
 import { TestPki, type Issued } from '../helpers/pki.js';
 import { startAwsPeer, type AwsPeer } from '../peers/aws-peer.js';
-import { awsEnv, createSecret, putParameterSet, putSecret } from './aws-fixtures.js';
+import { awsEnv, createSecret, putParameter, putParameterSet, putSecret } from './aws-fixtures.js';
 
 const N = 100;
 
@@ -52,10 +53,10 @@ describe('AWS sources at fleet size', () => {
   const ssm = (i: number) => `ssm-${i}`;
   const deployDir = (name: string) => join(dir, 'deploy', name);
 
-  async function runtime(certificates: Record<string, unknown>[], extra: Record<string, unknown> = {}, fetchAttempts = 3): Promise<Runtime> {
+  async function runtime(certificates: Record<string, unknown>[], extra: Record<string, unknown> = {}, fetchAttempts = 3, log: Logger = silentLogger): Promise<Runtime> {
     const path = writeConfig(dir, stringify({ state_dir: join(dir, 'state'), policy: { trust_anchors: pki.root.certPath }, certificates, ...extra }), `config-${certificates.length}-${Date.now()}.yaml`);
     metrics = new CountingMetrics();
-    return buildRuntime(loadConfig(path, {}), { log: silentLogger, metrics, fetchAttempts });
+    return buildRuntime(loadConfig(path, {}), { log, metrics, fetchAttempts });
   }
 
   const reload = () => ({ command: ['/bin/sh', '-c', `echo reload >> ${reloadLog}`] });
@@ -77,8 +78,11 @@ describe('AWS sources at fleet size', () => {
     return out;
   }
 
+  /** Added to the peer's clock: moves parameters' LastModifiedDate without waiting. */
+  let clockAhead = 0;
+
   before(async () => {
-    peer = await startAwsPeer();
+    peer = await startAwsPeer({ now: () => Date.now() + clockAhead });
     Object.assign(process.env, awsEnv(peer));
     pki = new TestPki(join(dir, 'pki'));
     leaves = [0, 1, 2, 3].map((i) => pki.leaf(`leaf${i}`, { dns: [`host${i}.fleet.test`] }));
@@ -184,6 +188,155 @@ describe('AWS sources at fleet size', () => {
       }
     }
     peer.shortPages = false;
+  });
+
+  describe('path mode after the first cycle', () => {
+    const M = 30;
+    const member = (i: number) => `delta-m${i}`;
+    const memberDir = (i: number) => join(dir, 'deploy', 'delta', `m${i}`);
+    const entry = () => ({ name: 'delta', source: { type: 'ssm', path: '/delta', endpoint: peer.url }, targets: [{ type: 'tmpfs', dir: join(dir, 'deploy', 'delta', '{name}') }] });
+    let rt: Runtime;
+    /** Fingerprint per member after the first cycle. */
+    const first = new Map<string, string>();
+    const warnings: string[] = [];
+
+    const results = (report: Awaited<ReturnType<typeof runCycle>>) => Object.fromEntries(report.certificates.map((c) => [c.name, c.result]));
+    const links = () => new Map(readdirSync(join(dir, 'deploy', 'delta')).map((m) => [m, readlinkSync(join(dir, 'deploy', 'delta', m, '..data'))]));
+    const cycle = async () => {
+      peer.resetCalls();
+      metrics.requests.clear();
+      const report = await runCycle(rt);
+      assert.ok(report.ok, JSON.stringify(report.certificates.find((c) => c.result === 'failed')));
+      return { report, calls: { ...peer.calls } };
+    };
+
+    before(async () => {
+      for (let i = 0; i < M; i++) await putParameterSet(peer, `/delta/m${i}`, pki, leaves[i % leaves.length]!);
+      rt = await runtime([entry()], {}, 3, createLogger({ level: 'warn', format: 'json', write: (line) => void warnings.push(line) }));
+      const { report, calls } = await cycle();
+      assert.equal(report.certificates.filter((c) => c.result === 'deployed').length, M);
+      assert.deepEqual(calls, { 'AmazonSSM.GetParametersByPath': (3 * M) / 10 }, 'the first cycle walks the path');
+      for (const c of report.certificates) first.set(c.name, c.fingerprint!);
+    });
+
+    after(async () => {
+      peer.shortPages = false;
+      peer.clearFaults();
+      await rt?.close();
+    });
+
+    it('an unchanged cycle makes DescribeParameters calls only, answers the same certificates and writes nothing', async () => {
+      const before = links();
+      const { report, calls } = await cycle();
+      console.log(`unchanged path cycle, ${M} folders (${3 * M} parameters): ${JSON.stringify(calls)}`);
+      assert.deepEqual(calls, { 'AmazonSSM.DescribeParameters': Math.ceil((3 * M) / 50) });
+      assert.equal(report.certificates.length, M);
+      for (const c of report.certificates) {
+        assert.equal(c.result, 'unchanged', c.name);
+        assert.equal(c.fingerprint, first.get(c.name), `${c.name} is the same certificate`);
+      }
+      assert.deepEqual(links(), before, 'no set was written');
+      assert.equal(metrics.count('ssm DescribeParameters ok'), 2);
+    });
+
+    it('a new certificate and key in one folder cost one GetParameters call, and are deployed', async () => {
+      const next = leaves[0]!;
+      assert.notEqual(first.get(member(7)), next.fingerprint);
+      await putParameter(peer, '/delta/m7/cert', next.certPem);
+      await putParameter(peer, '/delta/m7/key', readFileSync(next.keyPath, 'utf8'), true);
+      const { report, calls } = await cycle();
+      assert.deepEqual(calls, { 'AmazonSSM.DescribeParameters': 2, 'AmazonSSM.GetParameters': 1 });
+      const m7 = report.certificates.find((c) => c.name === member(7))!;
+      assert.equal(m7.result, 'deployed');
+      assert.equal(m7.fingerprint, next.fingerprint);
+      assert.equal(m7.version, 'cert:2,key:2,chain:1');
+      assert.equal(report.certificates.filter((c) => c.result === 'unchanged').length, M - 1);
+      assert.equal(readFileSync(join(memberDir(7), 'cert.pem'), 'utf8'), next.certPem);
+    });
+
+    it('a new folder is discovered and read; a removed one disappears', async () => {
+      await putParameterSet(peer, '/delta/m30', pki, leaves[2]!);
+      for (const leaf of ['cert', 'key', 'chain']) await peer.invoke('AmazonSSM.DeleteParameter', { Name: `/delta/m3/${leaf}` });
+      const { report, calls } = await cycle();
+      assert.deepEqual(calls, { 'AmazonSSM.DescribeParameters': 2, 'AmazonSSM.GetParameters': 1 });
+      const r = results(report);
+      assert.equal(r[member(30)], 'deployed');
+      assert.equal(r[member(3)], undefined, 'the removed folder is no certificate any more');
+      assert.equal(report.certificates.length, M);
+      assert.equal(readFileSync(join(memberDir(30), 'cert.pem'), 'utf8'), leaves[2]!.certPem);
+      // Nothing left to read on the next cycle.
+      assert.deepEqual((await cycle()).calls, { 'AmazonSSM.DescribeParameters': 2 });
+    });
+
+    it('a folder deleted and created again (its versions start at 1 again) is read again', async () => {
+      const next = leaves[2]!;
+      assert.notEqual(first.get(member(5)), next.fingerprint);
+      for (const leaf of ['cert', 'key', 'chain']) await peer.invoke('AmazonSSM.DeleteParameter', { Name: `/delta/m5/${leaf}` });
+      clockAhead += 2_000;
+      await putParameterSet(peer, '/delta/m5', pki, next);
+      const { report, calls } = await cycle();
+      assert.deepEqual(calls, { 'AmazonSSM.DescribeParameters': 2, 'AmazonSSM.GetParameters': 1 });
+      const m5 = report.certificates.find((c) => c.name === member(5))!;
+      assert.equal(m5.version, 'cert:1,key:1,chain:1', 'the same version numbers as before');
+      assert.equal(m5.result, 'deployed');
+      assert.equal(m5.fingerprint, next.fingerprint);
+    });
+
+    it('follows NextToken through short and empty DescribeParameters pages', async () => {
+      peer.shortPages = true;
+      try {
+        const { report, calls } = await cycle();
+        console.log(`unchanged path cycle with short pages: ${JSON.stringify(calls)}`);
+        assert.deepEqual(Object.keys(calls), ['AmazonSSM.DescribeParameters']);
+        assert.ok(calls['AmazonSSM.DescribeParameters']! > 2, 'short pages need more requests');
+        assert.equal(report.certificates.length, M);
+        assert.ok(report.certificates.every((c) => c.result === 'unchanged'));
+      } finally {
+        peer.shortPages = false;
+      }
+    });
+
+    it('a throttled DescribeParameters is retried by the SDK like any other call', async () => {
+      const t = peer.inject({ op: 'AmazonSSM.DescribeParameters', kind: 'throttle', count: 2 });
+      const { report, calls } = await cycle();
+      assert.equal(t.fired, 2);
+      assert.equal(peer.throttled['AmazonSSM.DescribeParameters'], 2);
+      assert.deepEqual(calls, { 'AmazonSSM.DescribeParameters': 2 + 2 });
+      assert.equal(metrics.count('ssm DescribeParameters ok'), 2);
+      assert.ok(report.certificates.every((c) => c.result === 'unchanged'));
+    });
+
+    it('when nearly every folder changed, walks the path instead of reading folder by folder', async () => {
+      // The same values again: every parameter gets a new version, no certificate changes.
+      for (let i = 0; i <= M; i++) {
+        if (i === 3) continue;
+        for (const leaf of ['cert', 'key', 'chain']) {
+          const p = (await peer.invoke('AmazonSSM.GetParameter', { Name: `/delta/m${i}/${leaf}`, WithDecryption: true })) as { Parameter: { Value: string; Type: string } };
+          await putParameter(peer, `/delta/m${i}/${leaf}`, p.Parameter.Value, p.Parameter.Type === 'SecureString');
+        }
+      }
+      const { report, calls } = await cycle();
+      assert.deepEqual(calls, { 'AmazonSSM.DescribeParameters': 2, 'AmazonSSM.GetParametersByPath': (3 * M) / 10 });
+      assert.equal(report.certificates.length, M);
+      assert.ok(report.certificates.every((c) => c.result === 'unchanged'), JSON.stringify(results(report)));
+      assert.deepEqual((await cycle()).calls, { 'AmazonSSM.DescribeParameters': 2 });
+    });
+
+    it('without ssm:DescribeParameters, warns once and keeps to the path walk', async () => {
+      const denied = peer.inject({ op: 'AmazonSSM.DescribeParameters', kind: 'denied', count: Infinity });
+      try {
+        const { report, calls } = await cycle();
+        assert.equal(denied.fired, 1);
+        assert.deepEqual(calls, { 'AmazonSSM.DescribeParameters': 1, 'AmazonSSM.GetParametersByPath': (3 * M) / 10 });
+        assert.ok(report.certificates.every((c) => c.result === 'unchanged'));
+        assert.deepEqual((await cycle()).calls, { 'AmazonSSM.GetParametersByPath': (3 * M) / 10 }, 'not asked again');
+        const refused = warnings.filter((w) => w.includes('DescribeParameters refused'));
+        assert.equal(refused.length, 1, warnings.join(''));
+        assert.match(refused[0]!, /access denied: the role needs ssm:DescribeParameters on \*/);
+      } finally {
+        denied.remove();
+      }
+    });
   });
 
   it('rides out throttling and 5xx (SDK retries) and counts the requests', async () => {
