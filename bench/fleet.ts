@@ -4,10 +4,12 @@
  * 1,000 certificates in the AWS peer, which enforces AWS's per-operation quotas:
  *   Secrets Manager  one secret each (PEM bundle), deployed into the NGINX Plus keyval peer;
  *   SSM path mode    /bench/fleet/<name>/{cert,key} (the cert parameter holds leaf + chain),
- *                    one config entry discovering all of them, deployed to tmpfs.
+ *                    one config entry discovering all of them, deployed to tmpfs; the cold
+ *                    cycle walks GetParametersByPath (10 a page), the unchanged one compares
+ *                    versions with DescribeParameters (50 a page, no values).
  * certd runs in this process (buildRuntime + runCycle, the real SDK over HTTP): a cold cycle
- * (nothing deployed), then an unchanged one. Counted: wall time, AWS calls, throttling answers,
- * writes (keyval POST/PATCH; tmpfs sets deployed).
+ * (nothing deployed), then an unchanged one. Counted: wall time, AWS calls (in total and by
+ * operation), throttling answers, writes (keyval POST/PATCH; tmpfs sets deployed).
  * Baseline: what the FIPS-NGINX guides script, over 50 secrets: `aws secretsmanager
  * get-secret-value`, JSON-encode, `curl -X POST` into the keyval API.
  * Goals: unchanged cycle with at most N/20 calls, zero writes, under 1 s; per certificate,
@@ -26,6 +28,8 @@ import { awsEnv, awsSources, bundlePem, type CertEntry, configText, makeCa, ms, 
 interface CycleFigures {
   wallMs: number;
   calls: number;
+  /** Calls by X-Amz-Target, e.g. {"AmazonSSM.DescribeParameters": 40}. */
+  callsByOperation: Record<string, number>;
   throttled: number;
   writes: number;
   deployed: number;
@@ -68,6 +72,7 @@ export const fleet: Scenario = {
         try {
           const cycle = async (): Promise<CycleFigures> => {
             const calls0 = aws.callsTotal();
+            const byOp0 = { ...aws.calls };
             const throttled0 = Object.values(aws.throttled).reduce((a, b) => a + b, 0);
             const writes0 = writes();
             const t0 = nowMs();
@@ -77,6 +82,7 @@ export const fleet: Scenario = {
             return {
               wallMs,
               calls: aws.callsTotal() - calls0,
+              callsByOperation: Object.fromEntries(Object.entries(aws.calls).map(([op, n]) => [op, n - (byOp0[op] ?? 0)]).filter(([, n]) => (n as number) > 0)),
               throttled: Object.values(aws.throttled).reduce((a, b) => a + b, 0) - throttled0,
               writes: writes() - writes0,
               deployed: by('deployed'),
@@ -130,6 +136,7 @@ export const fleet: Scenario = {
         { measure: 'ssm path -> tmpfs, unchanged cycle', certd: `${ms(ssmFig.unchanged.wallMs)}, ${ssmFig.unchanged.calls} calls, ${ssmFig.unchanged.writes} writes`, against: 'goal', other: `<= ${budgetCalls} calls, 0 writes, < 1 s`, ratio: `${times(ssmFig.unchanged.calls / count)} calls/cert`, goal: `<= N/20 calls, 0 writes, < 1 s`, met: ssmFig.unchanged.calls <= budgetCalls && ssmFig.unchanged.writes === 0 && ssmFig.unchanged.wallMs < 1000 },
       ];
       const notes: string[] = [`the AWS peer enforces AWS's quotas (BatchGetSecretValue 100/s, SSM reads 40/s shared); throttling answers seen: secrets-manager ${smFig.cold.throttled + smFig.unchanged.throttled}, ssm ${ssmFig.cold.throttled + ssmFig.unchanged.throttled}`];
+      notes.push(`ssm path calls by operation: cold ${JSON.stringify(ssmFig.cold.callsByOperation)}, unchanged ${JSON.stringify(ssmFig.unchanged.callsByOperation)}`);
       for (const [name, f] of [['secrets-manager', smFig], ['ssm', ssmFig]] as const) {
         for (const [which, c] of [['cold', f.cold], ['unchanged', f.unchanged]] as const) {
           if (c.failed > 0) notes.push(`${name} ${which} cycle: ${c.failed} certificates failed, e.g. ${c.firstError ?? '?'}`);
