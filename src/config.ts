@@ -140,7 +140,10 @@ export function parseConfigText(text: string, path = '<config>'): Config {
     const line = lineCounter.linePos(e.pos[0]).line;
     throw new CertdError('E_CONFIG', `config ${path} (line ${line}): ${e.message.split('\n')[0]}`);
   }
-  const raw: unknown = doc.toJS() ?? {};
+  // Round-tripped through JSON (the YAML core schema yields nothing JSON cannot hold): the YAML
+  // reader builds scalars piece by piece, and V8 would keep each path of a 1,000-certificate
+  // config as a chain of dozens of string fragments for the daemon's whole life (megabytes).
+  const raw: unknown = JSON.parse(JSON.stringify(doc.toJS() ?? {}));
   const result = configSchema().safeParse(raw);
   if (result.success) return result.data;
 

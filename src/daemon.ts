@@ -25,6 +25,7 @@ import { parseDuration } from './duration.js';
 import { CertdError, messageOf } from './errors.js';
 import { type Health, isExpiring } from './health.js';
 import { acquireLock, type Lock } from './lock.js';
+import { releaseMemorySoon } from './memory.js';
 import { type Logger } from './log.js';
 import { noMetrics } from './metrics.js';
 import type { MetricsServer, PromMetrics } from './metrics-server.js';
@@ -406,6 +407,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       this.#current = null;
       this.#emit('cycle', report, trigger);
       this.#emit('status', this.#statusLine());
+      releaseMemorySoon();
       return report;
     } finally {
       this.#current = null;
