@@ -6,6 +6,7 @@
  * Node's X509Certificate is built only when something needs it (the other algorithms, OpenSSL's
  * own name matching), because on Node 20 it costs as much as the rest of the decoding.
  */
+import { isUtf8 } from 'node:buffer';
 import { createHash, createPublicKey, type KeyObject, verify, X509Certificate } from 'node:crypto';
 import { AsnConvert, AsnIntegerArrayBufferConverter, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes } from '@peculiar/asn1-schema';
 import {
@@ -159,28 +160,84 @@ function toBigInt(unsigned: Buffer): bigint {
   return unsigned.length === 0 ? 0n : BigInt(`0x${unsigned.toString('hex')}`);
 }
 
-function parseName(name: Name, der: Buffer): ParsedName {
+/** One attribute of a distinguished name, in DER order. */
+interface NameAttribute {
+  readonly type: string;
+  readonly value: string;
+  /** False when the value is not text read as such (hex of an unknown type, T.61 bytes). */
+  readonly textual: boolean;
+}
+
+function parseName(attributes: readonly NameAttribute[], der: Buffer): ParsedName {
   const parts: string[] = [];
   const canonical: string[] = [];
   let commonName: string | undefined;
   let textual = true;
-  for (const rdn of name) {
-    for (const atv of rdn) {
-      const value = atv.value.toString();
-      if (atv.type === '2.5.4.3') commonName = value;
-      // Printed as hex, or a T.61 string read byte for byte: OpenSSL may still match it.
-      if (atv.value.anyValue !== undefined || atv.value.teletexString !== undefined) textual = false;
-      parts.push(`${attributeName(atv.type)}=${value}`);
-      canonical.push(`${atv.type}=${value.trim().replace(/\s+/g, ' ').toLowerCase()}`);
-    }
+  for (const { type, value, textual: isText } of attributes) {
+    if (type === '2.5.4.3') commonName = value;
+    // Printed as hex, or a T.61 string read byte for byte: OpenSSL may still match it.
+    if (!isText) textual = false;
+    parts.push(`${attributeName(type)}=${value}`);
+    canonical.push(`${type}=${value.trim().replace(/\s+/g, ' ').toLowerCase()}`);
   }
   return {
     text: parts.join(', '),
     canonical: canonical.join('\u0000'),
-    attributes: textual ? canonical.sort().join('\u0000') : undefined,
+    attributes: textual ? [...canonical].sort().join('\u0000') : undefined,
     der,
     commonName,
   };
+}
+
+function schemaAttributes(name: Name): NameAttribute[] {
+  return name.flatMap((rdn) =>
+    rdn.map((atv) => ({ type: atv.type, value: atv.value.toString(), textual: atv.value.anyValue === undefined && atv.value.teletexString === undefined })),
+  );
+}
+
+/** Dotted form of an OID's DER content; undefined when malformed. */
+function oidText(content: Buffer): string | undefined {
+  const arcs: number[] = [];
+  let n = 0;
+  for (let i = 0; i < content.length; i++) {
+    const b = content[i] as number;
+    if (n === 0 && b === 0x80) return undefined; // a non-minimal arc
+    n = n * 128 + (b & 0x7f);
+    if (b & 0x80) {
+      if (n > Number.MAX_SAFE_INTEGER / 128) return undefined;
+      continue;
+    }
+    if (arcs.length === 0) arcs.push(n < 80 ? Math.floor(n / 40) : 2, n < 80 ? n % 40 : n - 80);
+    else arcs.push(n);
+    n = 0;
+  }
+  return arcs.length === 0 || (content[content.length - 1] as number) & 0x80 ? undefined : arcs.join('.');
+}
+
+/**
+ * The attributes of a name whose values are all UTF8String, PrintableString or IA5String (what
+ * CAs write), read without the schema: subjects differ per certificate. Undefined for any other
+ * form, which the schema decodes.
+ */
+function simpleAttributes(tlv: Buffer): NameAttribute[] | undefined {
+  const out: NameAttribute[] = [];
+  for (const rdn of derChildren(tlv)) {
+    if (rdn[0] !== 0x31) return undefined;
+    for (const atv of derChildren(rdn)) {
+      const fields = atv[0] === 0x30 ? derChildren(atv) : [];
+      const [oid, value] = fields;
+      if (fields.length !== 2 || oid?.[0] !== 0x06 || !value) return undefined;
+      const type = oidText(derValue(oid));
+      const bytes = derValue(value);
+      let text: string;
+      if (value[0] === 0x0c && isUtf8(bytes)) text = bytes.toString('utf8');
+      else if ((value[0] === 0x13 || value[0] === 0x16) && !bytes.some((b) => b >= 0x80)) text = bytes.toString('latin1');
+      else return undefined;
+      if (type === undefined) return undefined;
+      out.push({ type, value: text, textual: true });
+    }
+  }
+  return out;
 }
 
 export function namesEqual(a: ParsedName, b: ParsedName): boolean {
@@ -391,7 +448,46 @@ type DecodedExtension =
   | { readonly id: 'subjectAltName'; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] }
   | { readonly id: 'other' };
 
+/** The extensions the policy reads, by the DER content of their OID (2.5.29.x). */
+const READ_EXTENSIONS: ReadonlyMap<string, DecodedExtension['id']> = new Map([
+  ['551d13', 'basicConstraints'],
+  ['551d0f', 'keyUsage'],
+  ['551d25', 'extKeyUsage'],
+  ['551d11', 'subjectAltName'],
+]);
+
+/** Whether the policy reads this extension, from its OID's bytes (no decoding for the others). */
+function isReadExtension(tlv: Buffer): boolean {
+  const [oid] = derChildren(tlv);
+  // Anything that does not start with an OID is left to the schema, which refuses it.
+  return oid?.[0] !== 0x06 || READ_EXTENSIONS.has(derValue(oid).toString('hex'));
+}
+
+/**
+ * A subjectAltName holding DNS names only (nearly every server certificate), read without the
+ * schema: its names differ per certificate, so no cache helps. Undefined for anything else
+ * (IP addresses, other name forms, non-ASCII bytes), which the schema decodes.
+ */
+function dnsOnlyAltNames(extnValue: Buffer): string[] | undefined {
+  if (extnValue[0] !== 0x30) return undefined;
+  const names: string[] = [];
+  for (const gn of derChildren(extnValue)) {
+    if (gn[0] !== 0x82) return undefined;
+    const value = derValue(gn);
+    if (value.some((b) => b >= 0x80)) return undefined;
+    names.push(value.toString('latin1'));
+  }
+  return names;
+}
+
 function decodeExtension(tlv: Buffer): DecodedExtension {
+  // subjectAltName differs per certificate: a DNS-only one is read by hand, wrapper included.
+  const fields = derChildren(tlv);
+  const [oid, critical, octets] = fields.length === 2 ? [fields[0], undefined, fields[1]] : fields;
+  if (oid?.[0] === 0x06 && derValue(oid).toString('hex') === '551d11' && octets?.[0] === 0x04 && (critical === undefined || critical[0] === 0x01) && fields.length <= 3) {
+    const dnsNames = dnsOnlyAltNames(derValue(octets));
+    if (dnsNames) return { id: 'subjectAltName', dnsNames, ipAddresses: [] };
+  }
   const ext = AsnConvert.parse(tlv, Extension);
   const value = ext.extnValue.buffer;
   switch (ext.extnID) {
@@ -423,6 +519,39 @@ function decodeExtension(tlv: Buffer): DecodedExtension {
     default:
       return { id: 'other' };
   }
+}
+
+/**
+ * A Validity in the forms RFC 5280 4.1.2.5 prescribes (UTCTime YYMMDDHHMMSSZ, years 1950-2049;
+ * GeneralizedTime YYYYMMDDHHMMSSZ), read by hand; undefined for any other form, which the schema
+ * reads (or refuses) instead.
+ */
+function derValidity(tlv: Buffer): { notBefore: Date; notAfter: Date } | undefined {
+  const times = derChildren(tlv);
+  if (times.length !== 2) return undefined;
+  const [notBefore, notAfter] = times.map((t) => {
+    const text = derValue(t).toString('latin1');
+    let m: RegExpExecArray | null;
+    let year: number;
+    if (t[0] === 0x17 && (m = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text))) {
+      const yy = Number(m[1]);
+      year = yy < 50 ? 2000 + yy : 1900 + yy;
+    } else if (t[0] === 0x18 && (m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text))) {
+      year = Number(m[1]);
+    } else {
+      return undefined;
+    }
+    const [mo, d, h, mi, sec] = m.slice(2).map(Number) as [number, number, number, number, number];
+    const at = new Date(Date.UTC(year, mo - 1, d, h, mi, sec));
+    // Date.UTC rolls 31 February over into March: such a time is not one.
+    return at.getUTCMonth() === mo - 1 && at.getUTCDate() === d && h < 24 && mi < 60 && sec < 60 ? at : undefined;
+  });
+  return notBefore && notAfter ? { notBefore, notAfter } : undefined;
+}
+
+function schemaValidity(tlv: Buffer): { notBefore: Date; notAfter: Date } {
+  const v = AsnConvert.parse(tlv, Validity);
+  return { notBefore: v.notBefore.getTime(), notAfter: v.notAfter.getTime() };
 }
 
 function tagged(tlv: Buffer | undefined, tag: number, what: string): Buffer {
@@ -461,7 +590,7 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
     wellFormed: algTlv.equals(tagged(tbsAlgTlv, 0x30, 'signature')) && sigBits[0] === 0,
   };
   const x509 = lazy(() => new X509Certificate(der));
-  const validity = AsnConvert.parse(tagged(validityTlv, 0x30, 'validity'), Validity);
+  const validity = derValidity(tagged(validityTlv, 0x30, 'validity')) ?? schemaValidity(validityTlv as Buffer);
   let basicConstraints: ParsedCertificate['basicConstraints'];
   let keyUsage: ParsedCertificate['keyUsage'];
   let extKeyUsage: readonly string[] | undefined;
@@ -472,6 +601,7 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
     if (field[0] !== 0xa3) continue;
     const [list] = derChildren(field);
     for (const tlv of derChildren(tagged(list, 0x30, 'extensions'))) {
+      if (!isReadExtension(tlv)) continue;
       const ext = extensions.get(tlv, decodeExtension);
       if (ext.id === 'basicConstraints') basicConstraints = ext.value;
       else if (ext.id === 'keyUsage') keyUsage = ext.value;
@@ -498,8 +628,8 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
     serial: serialHex(derValue(tagged(serialTlv, 0x02, 'serialNumber'))) ?? x509().serialNumber.toUpperCase(),
     subject,
     issuer,
-    notBefore: validity.notBefore.getTime(),
-    notAfter: validity.notAfter.getTime(),
+    notBefore: validity.notBefore,
+    notAfter: validity.notAfter,
     spki,
     key: parseKey(spkiAlg, spkiBits.subarray(1), publicKey),
     signature: signatures.get(algTlv, (tlv) => parseSignature(decodeAlgorithm(tlv))),
@@ -518,7 +648,7 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
 }
 
 function decodeName(tlv: Buffer): ParsedName {
-  return parseName(AsnConvert.parse(tlv, Name), Buffer.from(tlv));
+  return parseName(simpleAttributes(tlv) ?? schemaAttributes(AsnConvert.parse(tlv, Name)), Buffer.from(tlv));
 }
 
 function decodeAlgorithm(tlv: Buffer): AlgorithmIdentifier {

@@ -106,6 +106,47 @@ describe('x509 decoder', () => {
     }
   });
 
+  it('reads validity as X509Certificate does, in UTCTime and in GeneralizedTime (after 2049)', () => {
+    const long = makeCert('gentime', { key: 'ec-p256' });
+    openssl(['req', '-x509', '-new', '-key', long.key, '-subj', '/CN=gentime', '-days', '20000', '-out', long.cert]);
+    const der = parseBundle(readFileSync(long.cert)).certs[0] as Buffer;
+    assert.ok(der.includes(Buffer.from([0x18, 0x0f])), 'the long certificate has a GeneralizedTime');
+    for (const d of [...certs, der]) {
+      const x = new X509Certificate(d);
+      const parsed = parseCertificate(d);
+      assert.equal(parsed.notBefore.getTime(), Date.parse(x.validFrom), parsed.subject.text);
+      assert.equal(parsed.notAfter.getTime(), Date.parse(x.validTo), parsed.subject.text);
+    }
+    assert.ok(parseCertificate(der).notAfter.getUTCFullYear() > 2049);
+  });
+
+  it('reads subject and issuer names as X509Certificate prints them (UTF8String, PrintableString, IA5String)', () => {
+    const utf8 = makeCert('names-utf8', { key: 'ec-p256', subject: '/C=DE/O=Müller & Söhne/OU=Zürich  Ops/CN=ünï.example' });
+    openssl(['req', '-x509', '-new', '-key', utf8.key, '-utf8', '-subj', '/C=DE/O=Müller & Söhne/OU=Zürich  Ops/CN=ünï.example', '-days', '30', '-out', utf8.cert]);
+    const printable = makeCert('names-printable', { key: 'ec-p256', subject: '/C=US/ST=Virginia/L=Reston/O=Example Agency/emailAddress=pki@example.gov/CN=printable.example' });
+    const extra = [utf8.cert, printable.cert].map((f) => parseBundle(readFileSync(f)).certs[0] as Buffer);
+    for (const d of [...certs, ...extra]) {
+      const x = new X509Certificate(d);
+      const parsed = parseCertificate(d);
+      assert.equal(parsed.subject.text, x.subject.split('\n').join(', '), 'subject');
+      assert.equal(parsed.issuer.text, x.issuer.split('\n').join(', '), 'issuer');
+    }
+    assert.equal(parseCertificate(extra[0] as Buffer).subject.commonName, 'ünï.example');
+  });
+
+  it('lists DNS and IP subject alternative names as X509Certificate does', () => {
+    let withIp = 0;
+    for (const d of certs) {
+      const san = new X509Certificate(d).subjectAltName ?? '';
+      const parsed = parseCertificate(d);
+      assert.deepEqual([...parsed.dnsNames], [...san.matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1]), parsed.subject.text);
+      const ips = [...san.matchAll(/IP Address:([^,\s]+)/g)].map((m) => m[1]);
+      assert.equal(parsed.ipAddresses.length, ips.length, parsed.subject.text);
+      if (ips.length > 0) withIp++;
+    }
+    assert.ok(withIp > 0, 'the corpus has certificates with IP addresses (read by the schema)');
+  });
+
   it('refuses a signature whose outer algorithm differs from the signed one, as OpenSSL does', () => {
     const root = makeCert('alg-root', { key: 'ec-p256' });
     const leaf = makeCert('alg-leaf', { key: 'ec-p256', issuer: root });
