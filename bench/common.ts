@@ -315,10 +315,21 @@ export async function awsSources(): Promise<{ secretsManager: boolean; ssm: bool
 }
 
 /** VmRSS and VmHWM of a process, in bytes. */
-export function memoryOf(pid: number): { rss: number; hwm: number } {
+/**
+ * Memory of a process in bytes: rss and hwm (VmRSS, VmHWM) count every resident page, the Node
+ * binary's shared code and data included; uss (Private_Clean + Private_Dirty of smaps_rollup) is
+ * what the process alone holds, what the host gets back when it exits.
+ */
+export function memoryOf(pid: number): { rss: number; hwm: number; uss: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN) * 1024;
-  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+  const kb = (text: string, field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN) * 1024;
+  let rollup = '';
+  try {
+    rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  } catch {
+    // a kernel without smaps_rollup (before 4.14): uss is NaN, reported as n/a
+  }
+  return { rss: kb(status, 'VmRSS'), hwm: kb(status, 'VmHWM'), uss: kb(rollup, 'Private_Clean') + kb(rollup, 'Private_Dirty') };
 }
 
 export interface RunningDaemon {
