@@ -438,6 +438,7 @@ class SharedParts<T> {
 const names = new SharedParts<ParsedName>(512);
 const algorithms = new SharedParts<AlgorithmIdentifier>(64);
 const signatures = new SharedParts<SignatureInfo>(64);
+const curveKeys = new SharedParts<KeyInfo>(64);
 const extensions = new SharedParts<DecodedExtension>(512);
 
 /** What one extension contributes to a ParsedCertificate. */
@@ -614,7 +615,8 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
   const selfIssued = namesEqual(subject, issuer);
   const spki = Buffer.from(spkiTlv as Buffer);
   const publicKey = lazy(() => createPublicKey({ key: spki, format: 'der', type: 'spki' }));
-  const spkiAlg = algorithms.get(tagged(spkiParts[0], 0x30, 'subjectPublicKeyInfo algorithm'), decodeAlgorithm);
+  const spkiAlgTlv = tagged(spkiParts[0], 0x30, 'subjectPublicKeyInfo algorithm');
+  const spkiAlg = algorithms.get(spkiAlgTlv, decodeAlgorithm);
   const parsed: ParsedCertificate = {
     der,
     get x509() {
@@ -631,7 +633,8 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
     notBefore: validity.notBefore,
     notAfter: validity.notAfter,
     spki,
-    key: parseKey(spkiAlg, spkiBits.subarray(1), publicKey),
+    // An EC key's facts are its curve's, named in the algorithm identifier: decoded once per curve.
+    key: spkiAlg.algorithm === OID.ecPublicKey ? curveKeys.get(spkiAlgTlv, () => parseKey(spkiAlg, spkiBits.subarray(1), publicKey)) : parseKey(spkiAlg, spkiBits.subarray(1), publicKey),
     signature: signatures.get(algTlv, (tlv) => parseSignature(decodeAlgorithm(tlv))),
     basicConstraints,
     keyUsage,
