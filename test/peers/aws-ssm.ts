@@ -153,16 +153,18 @@ export class SsmService implements EmulatedService {
     const matching = [...this.params.keys()]
       .filter((n) => n.startsWith(prefix) && (recursive || !n.slice(prefix.length).includes('/')))
       .sort();
-    const scope = `${prefix}|${recursive}`;
+    return this.page(input, matching, max, `${prefix}|${recursive}`, (n) => this.render({ param: this.params.get(n)!, version: this.params.get(n)!.history.at(-1)! }, decrypt));
+  }
+
+  /** One page of `matching` names from the request's NextToken, rendered, with the next token if any. */
+  private page(input: Record<string, unknown>, matching: readonly string[], max: number, scope: string, render: (name: string) => unknown): unknown {
     const token = optionalString(input, 'NextToken');
     const pos = token === undefined ? { offset: 0, page: 0 } : decodePageToken(token, scope);
     if (pos === undefined) throw new AwsError('InvalidNextToken', 'The specified token isn\'t valid.');
     const size = this.shortPages ? shortPageSize(pos.page, max) : max;
     const names = matching.slice(pos.offset, pos.offset + size);
     const end = pos.offset + names.length;
-    const out: Record<string, unknown> = {
-      Parameters: names.map((n) => this.render({ param: this.params.get(n)!, version: this.params.get(n)!.history.at(-1)! }, decrypt)),
-    };
+    const out: Record<string, unknown> = { Parameters: names.map(render) };
     if (end < matching.length) out['NextToken'] = encodePageToken(end, pos.page + 1, scope);
     return out;
   }
@@ -193,16 +195,7 @@ export class SsmService implements EmulatedService {
       .filter((p) => filters.every((f) => this.matches(p, f)))
       .map((p) => p.name)
       .sort();
-    const scope = `describe|${JSON.stringify(filters)}|${shared}`;
-    const token = optionalString(input, 'NextToken');
-    const pos = token === undefined ? { offset: 0, page: 0 } : decodePageToken(token, scope);
-    if (pos === undefined) throw new AwsError('InvalidNextToken', 'The specified token isn\'t valid.');
-    const size = this.shortPages ? shortPageSize(pos.page, max) : max;
-    const names = matching.slice(pos.offset, pos.offset + size);
-    const end = pos.offset + names.length;
-    const out: Record<string, unknown> = { Parameters: names.map((n) => this.metadata(this.params.get(n)!)) };
-    if (end < matching.length) out['NextToken'] = encodePageToken(end, pos.page + 1, scope);
-    return out;
+    return this.page(input, matching, max, `describe|${JSON.stringify(filters)}|${shared}`, (n) => this.metadata(this.params.get(n)!));
   }
 
   private matches(param: Parameter, f: DescribeFilter): boolean {
