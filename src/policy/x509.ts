@@ -698,13 +698,20 @@ export function issuance(child: ParsedCertificate, parent: ParsedCertificate): {
   if (known) return known;
   // checkIssued applies OpenSSL's own name canonicalisation; it is only a fallback because it
   // also refuses an issuer without keyCertSign, which is P-CHAIN-CA's finding, not an order one.
-  const named =
-    namesEqual(child.issuer, parent.subject) ||
-    (mayMatchInOpenSsl(child.issuer, parent.subject) && child.x509.checkIssued(parent.x509));
+  const named = namesEqual(child.issuer, parent.subject) || (mayMatchInOpenSsl(child.issuer, parent.subject) && checkIssued(child, parent));
   const result = Object.freeze({ named, signed: named && verifiesWith(child, parent) });
   if (!byParent) issuances.set(child, (byParent = new WeakMap()));
   byParent.set(parent, result);
   return result;
+}
+
+/** OpenSSL's name match; false when OpenSSL cannot read either certificate. */
+function checkIssued(child: ParsedCertificate, parent: ParsedCertificate): boolean {
+  try {
+    return child.x509.checkIssued(parent.x509);
+  } catch {
+    return false;
+  }
 }
 
 export function fingerprint256(der: Buffer): string {
