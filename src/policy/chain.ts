@@ -192,16 +192,10 @@ export function chainsToPublicRoot(certs: readonly ParsedCertificate[]): boolean
   const top = certs[certs.length - 1];
   if (!top) return false;
   const byName = publicRootsByName();
-  let x509: X509Certificate;
-  try {
-    x509 = top.x509;
-  } catch {
-    return false; // OpenSSL cannot read it: no public root can anchor it either
-  }
-  if ((byName.get(x509.subject) ?? []).some((r) => r.fingerprint256 === x509.fingerprint256)) return true;
-  return (byName.get(x509.issuer) ?? []).some((r) => {
+  if ((byName.get(top.x509.subject) ?? []).some((r) => r.fingerprint256 === top.x509.fingerprint256)) return true;
+  return (byName.get(top.x509.issuer) ?? []).some((r) => {
     try {
-      return x509.verify(r.publicKey);
+      return top.x509.verify(r.publicKey);
     } catch {
       return false;
     }

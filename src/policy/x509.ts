@@ -1,10 +1,12 @@
 /**
  * X.509 certificates as the policy sees them. The DER is decoded with @peculiar/asn1-x509 (Node's
  * X509Certificate hides key-usage bits, pathLen, explicit curve parameters and, on Node 20, the
- * signature algorithm). Signatures made with the common algorithms are checked with
- * `crypto.verify` over the to-be-signed bytes and the issuer's key, decoded once per issuer;
- * Node's X509Certificate is built only when something needs it (the other algorithms, OpenSSL's
- * own name matching), because on Node 20 it costs as much as the rest of the decoding.
+ * signature algorithm): cut into its elements, the parts many certificates share decoded once
+ * per distinct encoding, the per-certificate parts in the plain forms CAs write read directly.
+ * OpenSSL (what nginx reads certificates with) must accept every certificate too: Node's
+ * X509Certificate is built once per distinct certificate. Signatures made with the common
+ * algorithms are checked with `crypto.verify` over the to-be-signed bytes and the issuer's key,
+ * decoded once per issuer; the others with X509Certificate.verify.
  */
 import { isUtf8 } from 'node:buffer';
 import { createHash, createPublicKey, type KeyObject, verify, X509Certificate } from 'node:crypto';
@@ -72,7 +74,7 @@ export interface ParsedName {
 
 export interface ParsedCertificate {
   readonly der: Buffer;
-  /** OpenSSL's view of the same bytes, built on first use (throws when OpenSSL refuses them). */
+  /** OpenSSL's view of the same bytes (a certificate OpenSSL refuses does not decode). */
   readonly x509: X509Certificate;
   /** The subject public key as a KeyObject, built on first use (throws when it does not load). */
   readonly publicKey: KeyObject;
@@ -590,7 +592,10 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
     value: sigBits.subarray(1),
     wellFormed: algTlv.equals(tagged(tbsAlgTlv, 0x30, 'signature')) && sigBits[0] === 0,
   };
-  const x509 = lazy(() => new X509Certificate(der));
+  // OpenSSL (what nginx reads certificates with) must accept the bytes too; it is asked once per
+  // distinct certificate, here.
+  const openssl = new X509Certificate(der);
+
   const validity = derValidity(tagged(validityTlv, 0x30, 'validity')) ?? schemaValidity(validityTlv as Buffer);
   let basicConstraints: ParsedCertificate['basicConstraints'];
   let keyUsage: ParsedCertificate['keyUsage'];
@@ -619,15 +624,13 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
   const spkiAlg = algorithms.get(spkiAlgTlv, decodeAlgorithm);
   const parsed: ParsedCertificate = {
     der,
-    get x509() {
-      return x509();
-    },
+    x509: openssl,
     get publicKey() {
       return publicKey();
     },
     signed,
     version,
-    serial: serialHex(derValue(tagged(serialTlv, 0x02, 'serialNumber'))) ?? x509().serialNumber.toUpperCase(),
+    serial: serialHex(derValue(tagged(serialTlv, 0x02, 'serialNumber'))) ?? openssl.serialNumber.toUpperCase(),
     subject,
     issuer,
     notBefore: validity.notBefore,
@@ -698,20 +701,11 @@ export function issuance(child: ParsedCertificate, parent: ParsedCertificate): {
   if (known) return known;
   // checkIssued applies OpenSSL's own name canonicalisation; it is only a fallback because it
   // also refuses an issuer without keyCertSign, which is P-CHAIN-CA's finding, not an order one.
-  const named = namesEqual(child.issuer, parent.subject) || (mayMatchInOpenSsl(child.issuer, parent.subject) && checkIssued(child, parent));
+  const named = namesEqual(child.issuer, parent.subject) || (mayMatchInOpenSsl(child.issuer, parent.subject) && child.x509.checkIssued(parent.x509));
   const result = Object.freeze({ named, signed: named && verifiesWith(child, parent) });
   if (!byParent) issuances.set(child, (byParent = new WeakMap()));
   byParent.set(parent, result);
   return result;
-}
-
-/** OpenSSL's name match; false when OpenSSL cannot read either certificate. */
-function checkIssued(child: ParsedCertificate, parent: ParsedCertificate): boolean {
-  try {
-    return child.x509.checkIssued(parent.x509);
-  } catch {
-    return false;
-  }
 }
 
 export function fingerprint256(der: Buffer): string {

@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseBundle } from '../../src/policy/pem.js';
+import { checkPolicy } from '../../src/policy/check.js';
+import { DEFAULT_POLICY } from '../../src/policy/types.js';
 import { issuance, parseCertificate } from '../../src/policy/x509.js';
 import { buildCorpus } from '../fixtures/corpus.js';
 import { genKey, openssl } from '../helpers/pki.js';
@@ -219,6 +221,22 @@ describe('x509 decoder', () => {
     assert.equal(parsed.key.alg, 'DSA');
     assert.equal(parsed.selfSigned, openSslVerifies(der, der));
     assert.equal(parsed.selfSigned, true);
+  });
+
+  it('refuses what OpenSSL cannot read, even where the policy reads nothing (a broken OID in an extension it skips)', () => {
+    const { cert } = makeCert('openssl-refuses', { key: 'ec-p256' });
+    const key = join(scratch, 'openssl-refuses.key');
+    openssl(['req', '-x509', '-new', '-key', key, '-subj', '/CN=refused.example', '-days', '30', '-addext', 'crlDistributionPoints=URI:http://crl.example/ca.crl', '-out', cert]);
+    const der = parseBundle(readFileSync(cert)).certs[0] as Buffer;
+    // 2.5.29.31 (crlDistributionPoints) -> an OID whose last arc never ends (continuation bit set).
+    const at = der.indexOf(Buffer.from('0603551d1f', 'hex'));
+    assert.ok(at > 0);
+    const broken = Buffer.from(der);
+    broken[at + 4] = 0x9f;
+    assert.throws(() => new X509Certificate(broken), 'OpenSSL refuses it');
+    assert.throws(() => parseCertificate(broken), 'so does certd');
+    const findings = checkPolicy({ certs: [broken] }, DEFAULT_POLICY, new Date());
+    assert.ok(findings.some((f) => f.rule === 'P-PARSE' && f.severity === 'reject'), JSON.stringify(findings));
   });
 
   it('refuses bytes that are not one whole certificate', () => {
