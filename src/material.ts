@@ -3,6 +3,7 @@ import { inspect } from 'node:util';
 import { CertdError } from './errors.js';
 import type { PolicyInput, PolicyKey } from './policy/types.js';
 import { parseBundle } from './policy/pem.js';
+import { parseCertificate } from './policy/x509.js';
 import type { Secret } from './secret.js';
 
 /** Where the private key of a Material is. */
@@ -24,6 +25,15 @@ export interface MaterialInit {
   readonly version: string;
   /** Where it came from, for status and logs: "secrets-manager:prod/web". */
   readonly origin: string;
+}
+
+/** OpenSSL's view of a certificate: the policy's decoded one, or Node's alone when the policy refuses it. */
+function openSslView(der: Buffer): X509Certificate {
+  try {
+    return parseCertificate(der).x509;
+  } catch {
+    return new X509Certificate(der);
+  }
 }
 
 function fingerprintOf(der: Buffer): string {
@@ -66,7 +76,9 @@ export class Material {
     if (!leaf) throw new CertdError('E_PARSE', `reading material from ${init.origin}: no certificate found`);
     let x509: X509Certificate;
     try {
-      x509 = new X509Certificate(leaf);
+      // The policy decodes this leaf next and keeps OpenSSL's reading of it; asking its cache
+      // first reads each new certificate with OpenSSL once per cycle, not twice.
+      x509 = openSslView(leaf);
     } catch (err) {
       throw new CertdError('E_PARSE', `reading material from ${init.origin}: the leaf is not a valid X.509 certificate`, { cause: err });
     }
