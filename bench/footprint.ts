@@ -35,17 +35,17 @@ async function idleRss(dir: string, count: number, issue: (i: number) => Promise
     const firstCycleMs = nowMs() - t0;
     await sleep(2000);
     const samples: number[] = [];
-    const private_: number[] = [];
+    const uss: number[] = [];
     let hwm = 0;
     for (let i = 0; i < 5; i++) {
       const m = memoryOf(daemon.pid);
       samples.push(m.rss);
-      private_.push(m.uss);
+      uss.push(m.uss);
       hwm = m.hwm;
       await sleep(400);
     }
     if (daemon.errors.length > 0) throw new Error(`certd run logged errors: ${daemon.errors[0]}`);
-    return { rss: median(samples), hwm, uss: median(private_), firstCycleMs };
+    return { rss: median(samples), hwm, uss: median(uss), firstCycleMs };
   } finally {
     await daemon.stop();
   }

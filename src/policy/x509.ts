@@ -410,7 +410,7 @@ function serialHex(value: Buffer): string | undefined {
   return hex === '00' ? '0' : hex;
 }
 
-/** What OpenSSL must be asked for lazily: built once per certificate, on first use. */
+/** A value built on first use, once (the issuer KeyObject, the self-signature check). */
 function lazy<T>(make: () => T): () => T {
   let made: { value: T } | undefined;
   return () => (made ??= { value: make() }).value;
@@ -563,9 +563,9 @@ function tagged(tlv: Buffer | undefined, tag: number, what: string): Buffer {
 }
 
 /**
- * Decodes a certificate field by field: the DER is cut into its elements here and each element
- * is decoded by its @peculiar/asn1-x509 schema, the shared ones (names, extensions, algorithm
- * identifiers) once per distinct encoding.
+ * Decodes a certificate field by field: the DER is cut into its elements here; the shared ones
+ * (names, extensions, algorithm identifiers) are decoded by their @peculiar/asn1-x509 schema once
+ * per distinct encoding, the per-certificate ones read directly when in their plain forms.
  */
 function decodeCertificate(source: Buffer): ParsedCertificate {
   const der = Buffer.from(source);
@@ -595,7 +595,6 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
   // OpenSSL (what nginx reads certificates with) must accept the bytes too; it is asked once per
   // distinct certificate, here.
   const openssl = new X509Certificate(der);
-
   const validity = derValidity(tagged(validityTlv, 0x30, 'validity')) ?? schemaValidity(validityTlv as Buffer);
   let basicConstraints: ParsedCertificate['basicConstraints'];
   let keyUsage: ParsedCertificate['keyUsage'];
