@@ -25,10 +25,11 @@ import { parseDuration } from './duration.js';
 import { CertdError, messageOf } from './errors.js';
 import { type Health, isExpiring } from './health.js';
 import { acquireLock, type Lock } from './lock.js';
-import { releaseMemorySoon } from './memory.js';
+import { dropWhenIdle, releaseMemorySoon } from './memory.js';
 import { type Logger } from './log.js';
 import { noMetrics } from './metrics.js';
 import type { MetricsServer, PromMetrics } from './metrics-server.js';
+import { forgetDecodedCertificates } from './policy/x509.js';
 import { type CycleReport, runCycle } from './rotate.js';
 import { buildRuntime, type Runtime, type RuntimeOptions } from './runtime.js';
 import type { CertState, CycleOutcome } from './state.js';
@@ -189,6 +190,9 @@ export interface DaemonOptions {
   /** Builds the runtime of a config (default buildRuntime); tests hand in their own providers here. */
   buildRuntime?: ((loaded: LoadedConfig, options: RuntimeOptions) => Promise<Runtime>) | undefined;
 }
+
+// Decoded certificates help within a cycle; between cycles they only hold memory.
+dropWhenIdle(forgetDecodedCertificates);
 
 interface Schedule {
   failures: number;

@@ -347,6 +347,14 @@ const parsedCache = new Map<string, ParsedCertificate>();
 const PARSED_CACHE_SIZE = 256;
 
 /**
+ * Empties the cache of decoded certificates (an idle daemon has no use for it, and each entry
+ * holds OpenSSL's copy of the certificate). Parts shared by many certificates stay.
+ */
+export function forgetDecodedCertificates(): void {
+  parsedCache.clear();
+}
+
+/**
  * Decodes a DER certificate. Throws (any error) when the bytes are not a certificate that both
  * the ASN.1 schema and OpenSSL accept, or when an extension the policy reads is malformed.
  */

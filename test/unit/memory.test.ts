@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { constants } from 'node:perf_hooks';
-import { releaseMemorySoon } from '../../src/memory.js';
+import { dropWhenIdle, releaseMemorySoon } from '../../src/memory.js';
 
 /** Major (mark-compact) collections seen while `fn` runs. */
 async function majorCollections(fn: () => Promise<void>): Promise<number> {
@@ -28,6 +28,40 @@ describe('releaseMemorySoon', () => {
     // V8 may add a collection of its own; five requests must not become five collections.
     assert.ok(settled >= 1 && settled < 5, `full collections once the process was quiet: ${settled}`);
     assert.ok(early < 5, `collections while requests kept coming: ${early}`);
+  });
+
+  it('empties the registered caches before it collects', async () => {
+    let dropped = 0;
+    dropWhenIdle(() => dropped++);
+    releaseMemorySoon();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(dropped, 0, 'nothing is dropped while the process may still be busy');
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal(dropped, 1);
+  });
+
+  it('gives the young generation a busy cycle grew back to V8 once the process is quiet', async () => {
+    const { spawn } = await import('node:child_process');
+    const url = new URL('../../src/memory.js', import.meta.url).href;
+    // A "cycle": enough short-lived objects for V8 to grow its semi-spaces to their maximum.
+    const child = `import { releaseMemorySoon } from '${url}'; import { getHeapSpaceStatistics } from 'node:v8';
+      const young = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size;
+      let keep = []; for (let i = 0; i < 3e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 1e5) keep = []; }
+      keep = null;
+      const grown = young();
+      releaseMemorySoon();
+      setTimeout(() => console.log(JSON.stringify({ grown, idle: young() })), 8000);`;
+    const out = await new Promise<string>((resolve, reject) => {
+      const p = spawn(process.execPath, ['--input-type=module', '-e', child], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      p.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      p.on('error', reject);
+      p.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`child exited ${code}`))));
+    });
+    const { grown, idle } = JSON.parse(out) as { grown: number; idle: number };
+    const MiB = 1024 * 1024;
+    assert.ok(grown >= 8 * MiB, `the busy part grew the young generation to ${grown / MiB} MiB`);
+    assert.ok(idle <= 2 * MiB, `young generation once idle: ${idle / MiB} MiB (was ${grown / MiB} MiB)`);
   });
 
   it('does not keep the process alive (the timer is unref\'d)', async () => {
