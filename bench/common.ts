@@ -342,8 +342,8 @@ export interface RunningDaemon {
 }
 
 /** `certd run --config F` as its own process, as systemd starts it. */
-export function startDaemon(configPath: string, env: NodeJS.ProcessEnv = {}): RunningDaemon {
-  const child = spawn(process.execPath, [CERTD, 'run', '--config', configPath], {
+export function startDaemon(configPath: string, env: NodeJS.ProcessEnv = {}, node = process.execPath): RunningDaemon {
+  const child = spawn(node, [CERTD, 'run', '--config', configPath], {
     // The end of the first cycle is read from its "cycle finished" line, logged at info.
     env: { ...process.env, CERTD_LOG_FORMAT: 'json', ...env, CERTD_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
