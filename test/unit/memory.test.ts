@@ -40,28 +40,38 @@ describe('releaseMemorySoon', () => {
     assert.equal(dropped, 1);
   });
 
-  it('gives the young generation a busy cycle grew back to V8 once the process is quiet', async () => {
+  it('gives back the young generation a busy cycle grew and compacts the old one, once the process is quiet', async () => {
     const { spawn } = await import('node:child_process');
     const url = new URL('../../src/memory.js', import.meta.url).href;
-    // A "cycle": enough short-lived objects for V8 to grow its semi-spaces to their maximum.
+    // Long-lived objects with a quarter of them then dropped: old-space pages three-quarters
+    // full, which V8 leaves as they are. Then a "cycle": enough short-lived objects for V8 to
+    // grow its semi-spaces to their maximum.
     const child = `import { releaseMemorySoon } from '${url}'; import { getHeapSpaceStatistics } from 'node:v8';
-      const young = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size;
+      const space = (n) => getHeapSpaceStatistics().find((s) => s.space_name === n);
+      const now = () => ({ young: space('new_space').space_size, slack: space('old_space').space_size - space('old_space').space_used_size });
+      let old = []; for (let i = 0; i < 300000; i++) old.push({ i, s: 'x' + i });
+      gc(); gc();
+      old = old.filter((_, i) => i % 4 !== 0);
       let keep = []; for (let i = 0; i < 3e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 1e5) keep = []; }
       keep = null;
-      const grown = young();
+      gc();
+      const busy = now();
       releaseMemorySoon();
-      setTimeout(() => console.log(JSON.stringify({ grown, idle: young() })), 8000);`;
+      setTimeout(() => console.log(JSON.stringify({ busy, idle: now(), kept: old.length })), 8000);`;
     const out = await new Promise<string>((resolve, reject) => {
-      const p = spawn(process.execPath, ['--input-type=module', '-e', child], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawn(process.execPath, ['--expose-gc', '--input-type=module', '-e', child], { stdio: ['ignore', 'pipe', 'inherit'] });
       let text = '';
       p.stdout.on('data', (d: Buffer) => (text += d.toString()));
       p.on('error', reject);
       p.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`child exited ${code}`))));
     });
-    const { grown, idle } = JSON.parse(out) as { grown: number; idle: number };
+    const { busy, idle, kept } = JSON.parse(out) as { busy: { young: number; slack: number }; idle: { young: number; slack: number }; kept: number };
     const MiB = 1024 * 1024;
-    assert.ok(grown >= 8 * MiB, `the busy part grew the young generation to ${grown / MiB} MiB`);
-    assert.ok(idle <= 2 * MiB, `young generation once idle: ${idle / MiB} MiB (was ${grown / MiB} MiB)`);
+    assert.equal(kept, 225000);
+    assert.ok(busy.young >= 8 * MiB, `the busy part grew the young generation to ${busy.young / MiB} MiB`);
+    assert.ok(idle.young <= 2 * MiB, `young generation once idle: ${idle.young / MiB} MiB (was ${busy.young / MiB} MiB)`);
+    assert.ok(busy.slack >= 4 * MiB, `the dropped objects left ${busy.slack / MiB} MiB free inside old-space pages`);
+    assert.ok(idle.slack <= busy.slack / 3, `free space inside old-space pages once idle: ${idle.slack / MiB} MiB (was ${busy.slack / MiB} MiB)`);
   });
 
   it('does not keep the process alive (the timer is unref\'d)', async () => {
