@@ -27,12 +27,34 @@ export interface MaterialInit {
   readonly origin: string;
 }
 
-/** OpenSSL's view of a certificate: the policy's decoded one, or Node's alone when the policy refuses it. */
-function openSslView(der: Buffer): X509Certificate {
+/** The public facts of a leaf Material keeps, in the forms X509Certificate prints them. */
+interface LeafFacts {
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly subject: string;
+  readonly dnsNames: readonly string[];
+  readonly ipAddresses: readonly string[];
+}
+
+/**
+ * The policy's decoding of the leaf (which OpenSSL has accepted, and which a cycle asks for next
+ * anyway), or OpenSSL's alone when the policy's decoder refuses the bytes: Material must still
+ * describe such a leaf so that the policy can refuse it by rule. Throws when OpenSSL refuses too.
+ */
+function leafFacts(der: Buffer): LeafFacts {
   try {
-    return parseCertificate(der).x509;
+    const p = parseCertificate(der);
+    return { notBefore: new Date(p.notBefore), notAfter: new Date(p.notAfter), subject: p.subject.text, dnsNames: p.dnsNames, ipAddresses: p.ipAddresses };
   } catch {
-    return new X509Certificate(der);
+    const x = new X509Certificate(der);
+    const san = x.subjectAltName ?? '';
+    return {
+      notBefore: new Date(x.validFrom),
+      notAfter: new Date(x.validTo),
+      subject: x.subject.replace(/\n/g, ', '),
+      dnsNames: [...san.matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1] as string),
+      ipAddresses: [...san.matchAll(/IP Address:([^,\s]+)/g)].map((m) => m[1] as string),
+    };
   }
 }
 
@@ -74,11 +96,9 @@ export class Material {
   constructor(init: MaterialInit) {
     const [leaf, ...chain] = init.certs;
     if (!leaf) throw new CertdError('E_PARSE', `reading material from ${init.origin}: no certificate found`);
-    let x509: X509Certificate;
+    let facts: LeafFacts;
     try {
-      // The policy decodes this leaf next and keeps OpenSSL's reading of it; asking its cache
-      // first reads each new certificate with OpenSSL once per cycle, not twice.
-      x509 = openSslView(leaf);
+      facts = leafFacts(leaf);
     } catch (err) {
       throw new CertdError('E_PARSE', `reading material from ${init.origin}: the leaf is not a valid X.509 certificate`, { cause: err });
     }
@@ -91,12 +111,11 @@ export class Material {
     const h = createHash('sha256');
     for (const c of init.certs) h.update(c);
     this.digest = h.digest('hex');
-    this.notBefore = new Date(x509.validFrom);
-    this.notAfter = new Date(x509.validTo);
-    this.subject = x509.subject.replace(/\n/g, ', ');
-    const san = x509.subjectAltName ?? '';
-    this.dnsNames = [...san.matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1] as string);
-    this.ipAddresses = [...san.matchAll(/IP Address:([^,\s]+)/g)].map((m) => m[1] as string);
+    this.notBefore = facts.notBefore;
+    this.notAfter = facts.notAfter;
+    this.subject = facts.subject;
+    this.dnsNames = facts.dnsNames;
+    this.ipAddresses = facts.ipAddresses;
     Object.freeze(this);
   }
 

@@ -4,7 +4,9 @@
  * signature algorithm): cut into its elements, the parts many certificates share decoded once
  * per distinct encoding, the per-certificate parts in the plain forms CAs write read directly.
  * OpenSSL (what nginx reads certificates with) must accept every certificate too: Node's
- * X509Certificate is built once per distinct certificate. Signatures made with the common
+ * X509Certificate is built once per distinct certificate to ask it, and dropped; the few places
+ * that need OpenSSL's own view again (rare algorithms, name canonicalisation, public roots) build
+ * it again on first use. Signatures made with the common
  * algorithms are checked with `crypto.verify` over the to-be-signed bytes and the issuer's key,
  * decoded once per issuer; the others with X509Certificate.verify.
  */
@@ -74,7 +76,13 @@ export interface ParsedName {
 
 export interface ParsedCertificate {
   readonly der: Buffer;
-  /** OpenSSL's view of the same bytes (a certificate OpenSSL refuses does not decode). */
+  /**
+   * OpenSSL's view of the same bytes (a certificate OpenSSL refuses does not decode), built on
+   * first use. Kept only by the rare paths that ask for it: each one holds a few kilobytes of
+   * OpenSSL's memory that V8 does not see, so a decoded certificate does not carry one by
+   * default (with 1,000 of them alive for a cycle, that memory was 8 MB of fragmented heap the
+   * idle daemon kept).
+   */
   readonly x509: X509Certificate;
   /** The subject public key as a KeyObject, built on first use (throws when it does not load). */
   readonly publicKey: KeyObject;
@@ -601,8 +609,10 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
     wellFormed: algTlv.equals(tagged(tbsAlgTlv, 0x30, 'signature')) && sigBits[0] === 0,
   };
   // OpenSSL (what nginx reads certificates with) must accept the bytes too; it is asked once per
-  // distinct certificate, here.
+  // distinct certificate, here. The object dies young, and OpenSSL's copy with it.
+  // (Not captured by the closures below: a captured variable lives as long as they do.)
   const openssl = new X509Certificate(der);
+  const x509 = lazy(() => new X509Certificate(der));
   const validity = derValidity(tagged(validityTlv, 0x30, 'validity')) ?? schemaValidity(validityTlv as Buffer);
   let basicConstraints: ParsedCertificate['basicConstraints'];
   let keyUsage: ParsedCertificate['keyUsage'];
@@ -631,7 +641,9 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
   const spkiAlg = algorithms.get(spkiAlgTlv, decodeAlgorithm);
   const parsed: ParsedCertificate = {
     der,
-    x509: openssl,
+    get x509() {
+      return x509();
+    },
     get publicKey() {
       return publicKey();
     },

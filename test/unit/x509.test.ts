@@ -14,6 +14,8 @@ import { parseBundle } from '../../src/policy/pem.js';
 import { checkPolicy } from '../../src/policy/check.js';
 import { DEFAULT_POLICY } from '../../src/policy/types.js';
 import { issuance, parseCertificate } from '../../src/policy/x509.js';
+import { Material } from '../../src/material.js';
+import { Secret } from '../../src/secret.js';
 import { buildCorpus } from '../fixtures/corpus.js';
 import { genKey, openssl } from '../helpers/pki.js';
 
@@ -237,6 +239,39 @@ describe('x509 decoder', () => {
     assert.throws(() => parseCertificate(broken), 'so does certd');
     const findings = checkPolicy({ certs: [broken] }, DEFAULT_POLICY, new Date());
     assert.ok(findings.some((f) => f.rule === 'P-PARSE' && f.severity === 'reject'), JSON.stringify(findings));
+  });
+
+  it('describes a leaf in a Material as X509Certificate does, also one only OpenSSL reads (from OpenSSL then)', () => {
+    const key = { kind: 'pem' as const, pem: new Secret('not read here') };
+    const describe = (x: X509Certificate) => ({
+      subject: x.subject.split('\n').join(', '),
+      notBefore: Date.parse(x.validFrom),
+      notAfter: Date.parse(x.validTo),
+      dnsNames: [...(x.subjectAltName ?? '').matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1]),
+    });
+    const { der } = makeCert('material-facts', { key: 'ec-p256' });
+    // basicConstraints' BOOLEAN made an OCTET STRING: OpenSSL reads the certificate (it decodes
+    // extensions only when asked), the policy's decoder refuses it.
+    const bc = Buffer.from('30030101ff', 'hex');
+    const at = der.indexOf(bc);
+    assert.ok(at > 0, 'the certificate has basicConstraints CA:TRUE');
+    const odd = Buffer.from(der);
+    odd[at + 2] = 0x04;
+    assert.throws(() => parseCertificate(odd));
+    for (const d of [...corpusCertificates(), odd]) {
+      const m = new Material({ certs: [d], key, version: 'v', origin: 'test' });
+      const x = new X509Certificate(d);
+      assert.deepEqual({ subject: m.subject, notBefore: m.notBefore.getTime(), notAfter: m.notAfter.getTime(), dnsNames: [...m.dnsNames] }, describe(x), m.subject);
+      assert.equal(m.ipAddresses.length, [...(x.subjectAltName ?? '').matchAll(/IP Address:/g)].length, m.subject);
+    }
+    assert.throws(() => new Material({ certs: [Buffer.from([0x30, 0x00])], key, version: 'v', origin: 'test' }), /not a valid X\.509 certificate/);
+  });
+
+  it('builds OpenSSL\'s view of a decoded certificate again when asked for it', () => {
+    const { der } = makeCert('view-again', { key: 'ec-p256' });
+    const parsed = parseCertificate(der);
+    assert.equal(parsed.x509.fingerprint256, new X509Certificate(der).fingerprint256);
+    assert.equal(parsed.x509, parsed.x509, 'built once');
   });
 
   it('refuses bytes that are not one whole certificate', () => {
