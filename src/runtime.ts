@@ -161,7 +161,7 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
     loaded,
     certificates,
     policy,
-    state: new StateStore(stateDir),
+    state: new StateStore(stateDir, { remember: true }),
     stateDir,
     clock,
     log,

@@ -58,6 +58,10 @@ export class SsmService implements EmulatedService {
   shortPages: boolean;
 
   private readonly params = new Map<string, Parameter>();
+  /** Bumped by every write: a listing remembered from an older generation is stale. */
+  private generation = 0;
+  /** The sorted names the last query matched, so that its next pages do not filter and sort again. */
+  private listed: { scope: string; generation: number; names: readonly string[] } | undefined;
 
   constructor(private readonly ctx: ServiceContext, private readonly kms: KmsService, opts: SsmOptions = {}) {
     this.shortPages = opts.shortPages ?? false;
@@ -111,6 +115,7 @@ export class SsmService implements EmulatedService {
     }
     const keyId = type === 'SecureString' ? (optionalString(input, 'KeyId') ?? 'alias/aws/ssm') : undefined;
     const version: ParameterVersion = { version: (last?.version ?? 0) + 1, type, tier, stored, modifiedMs: this.ctx.nowMs(), ...(keyId === undefined ? {} : { keyId }) };
+    this.generation++;
     if (existing === undefined) this.params.set(name, { name, arn, history: [version] });
     else existing.history.push(version);
     return { Version: version.version, Tier: tier };
@@ -150,10 +155,19 @@ export class SsmService implements EmulatedService {
       throw validation(`1 validation error detected: Value '${String(max)}' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to 10`);
     }
     const prefix = path === '/' ? '/' : `${path.replace(/\/+$/, '')}/`;
-    const matching = [...this.params.keys()]
+    const scope = `${prefix}|${recursive}`;
+    const matching = this.listing(scope, () => [...this.params.keys()]
       .filter((n) => n.startsWith(prefix) && (recursive || !n.slice(prefix.length).includes('/')))
-      .sort();
-    return this.page(input, matching, max, `${prefix}|${recursive}`, (n) => this.render({ param: this.params.get(n)!, version: this.params.get(n)!.history.at(-1)! }, decrypt));
+      .sort());
+    return this.page(input, matching, max, scope, (n) => this.render({ param: this.params.get(n)!, version: this.params.get(n)!.history.at(-1)! }, decrypt));
+  }
+
+  /** The names a query matches, from its last answer while nothing has been written since. */
+  private listing(scope: string, list: () => string[]): readonly string[] {
+    if (this.listed?.scope === scope && this.listed.generation === this.generation) return this.listed.names;
+    const names = list();
+    this.listed = { scope, generation: this.generation, names };
+    return names;
   }
 
   /** One page of `matching` names from the request's NextToken, rendered, with the next token if any. */
@@ -191,11 +205,12 @@ export class SsmService implements EmulatedService {
     }
     const filters = parseDescribeFilters(input['ParameterFilters']);
     const shared = optionalBoolean(input, 'Shared');
-    const matching = shared ? [] : [...this.params.values()]
+    const scope = `describe|${JSON.stringify(filters)}|${shared}`;
+    const matching = shared ? [] : this.listing(scope, () => [...this.params.values()]
       .filter((p) => filters.every((f) => this.matches(p, f)))
       .map((p) => p.name)
-      .sort();
-    return this.page(input, matching, max, `describe|${JSON.stringify(filters)}|${shared}`, (n) => this.metadata(this.params.get(n)!));
+      .sort());
+    return this.page(input, matching, max, scope, (n) => this.metadata(this.params.get(n)!));
   }
 
   private matches(param: Parameter, f: DescribeFilter): boolean {
@@ -234,6 +249,7 @@ export class SsmService implements EmulatedService {
   private deleteParameter(input: Record<string, unknown>): unknown {
     const name = requireString(input, 'Name');
     if (!this.params.delete(name)) throw new AwsError('ParameterNotFound', '');
+    this.generation++;
     return {};
   }
 
