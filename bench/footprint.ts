@@ -1,7 +1,7 @@
 /**
  * Scenario 4: footprint.
  *
- * Memory: `certd run` with 100 and with 1,000 certificates configured (file sources, tmpfs
+ * Memory: `certd run` with 1, 100 and 1,000 certificates configured (file sources, tmpfs
  * targets), sampled from /proc/<pid>/status (VmRSS) once the first cycle has deployed them all
  * and the daemon has sat idle past the collections it runs after a cycle; beside it, a Node
  * process doing nothing, and certd with one certificate (its own floor). When the Node 24 that

@@ -27,7 +27,7 @@ export interface MaterialInit {
   readonly origin: string;
 }
 
-/** The public facts of a leaf Material keeps, in the forms X509Certificate prints them. */
+/** The public facts of a leaf Material keeps: subject and DNS names as X509Certificate prints them, IP addresses as the policy reads them (IPv6 compressed). */
 interface LeafFacts {
   readonly notBefore: Date;
   readonly notAfter: Date;

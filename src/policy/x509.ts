@@ -80,8 +80,8 @@ export interface ParsedCertificate {
    * OpenSSL's view of the same bytes (a certificate OpenSSL refuses does not decode), built on
    * first use. Kept only by the rare paths that ask for it: each one holds a few kilobytes of
    * OpenSSL's memory that V8 does not see, so a decoded certificate does not carry one by
-   * default (with 1,000 of them alive for a cycle, that memory was 8 MB of fragmented heap the
-   * idle daemon kept).
+   * default (with 1,000 of them alive for a cycle, that memory left ~5 MiB of fragmented C heap
+   * the idle daemon kept).
    */
   readonly x509: X509Certificate;
   /** The subject public key as a KeyObject, built on first use (throws when it does not load). */
@@ -355,8 +355,8 @@ const parsedCache = new Map<string, ParsedCertificate>();
 const PARSED_CACHE_SIZE = 256;
 
 /**
- * Empties the cache of decoded certificates (an idle daemon has no use for it, and each entry
- * holds OpenSSL's copy of the certificate). Parts shared by many certificates stay.
+ * Empties the cache of decoded certificates: an idle daemon has no use for it until its next
+ * cycle. Parts shared by many certificates stay.
  */
 export function forgetDecodedCertificates(): void {
   parsedCache.clear();
