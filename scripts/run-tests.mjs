@@ -4,6 +4,7 @@
 // Node 20 takes no globs after --test, so the file list is built here.
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 
 const args = process.argv.slice(2);
@@ -36,7 +37,17 @@ if (files.length === 0) {
 // tmpfs: it holds test keys); the zz-* files check it after all the others have finished.
 const ownCapture = !process.env.CERTD_TEST_CAPTURE_DIR;
 const captureDir = process.env.CERTD_TEST_CAPTURE_DIR || mkdtempSync('/dev/shm/certd-test-capture-');
-const env = { ...process.env, CERTD_TEST_LONG: long ? '1' : (process.env.CERTD_TEST_LONG ?? ''), CERTD_TEST_CAPTURE_DIR: captureDir };
+// Scratch files of this run alone: every test process gets it as TMPDIR, and the hygiene check
+// searches it (and the directories tests register), not whatever else lives under /tmp.
+const ownScratch = !process.env.CERTD_TEST_SCRATCH_DIR;
+const scratchDir = process.env.CERTD_TEST_SCRATCH_DIR || mkdtempSync(join(tmpdir(), 'certd-testrun-'));
+const env = {
+  ...process.env,
+  CERTD_TEST_LONG: long ? '1' : (process.env.CERTD_TEST_LONG ?? ''),
+  CERTD_TEST_CAPTURE_DIR: captureDir,
+  CERTD_TEST_SCRATCH_DIR: scratchDir,
+  TMPDIR: scratchDir,
+};
 // One run, one closing summary. Files run one at a time, in this order (integration tests start
 // real servers, so ports and CPU are not contended), and the zz-* checks of everything the others
 // printed run last.
@@ -48,5 +59,6 @@ const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--enab
 });
 const status = r.status ?? 1;
 if (ownCapture && !process.env.CERTD_TEST_KEEP_CAPTURE) rmSync(captureDir, { recursive: true, force: true });
+if (ownScratch && !process.env.CERTD_TEST_KEEP_CAPTURE) rmSync(scratchDir, { recursive: true, force: true });
 console.error(`ran ${files.length} test files: ${files.map((f) => relative('dist/test', f)).join(' ')}`);
 process.exit(status);

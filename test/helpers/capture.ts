@@ -9,14 +9,19 @@
  *   secrets-<pid>.jsonl  {"kind","value"} per secret a helper created: private key PEMs (pki.ts,
  *                        tls.ts, openssl-ca.ts), PINs (softhsm.ts), API keys (apisix peer)
  *   disk-<pid>.txt       disk-backed directories tests let certd write to (allow_disk tests)
+ * It also sets TMPDIR (and CERTD_TEST_SCRATCH_DIR) to a directory of this run alone, so every
+ * scratch directory a test makes with os.tmpdir() is the run's own: the hygiene check scans that
+ * and the registered disk directories, never anything else on the machine (another run's files,
+ * or a checkout that happens to live under /tmp).
  * Without the variable every function here does nothing, so a test file run alone still works.
  * One file per process: appends from one process never interleave with another's.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { captureLogs } from '../../src/log.js';
 
 export const CAPTURE_ENV = 'CERTD_TEST_CAPTURE_DIR';
+export const SCRATCH_ENV = 'CERTD_TEST_SCRATCH_DIR';
 
 export type SecretKind = 'private-key' | 'pin' | 'api-key' | 'aws-secret-key';
 
@@ -54,3 +59,20 @@ export function registerDiskDir(path: string): void {
 // Every certd logger in this process writes through createLogger's destination: what it writes
 // (after scrubbing, exactly as it would reach journald) is captured too. Silent loggers write nothing.
 if (captureDir() !== undefined) captureLogs((line) => captureOutput('in-process log', line));
+
+/**
+ * The disk-backed directories the hygiene check searches for key files: the run's own scratch
+ * directory (TMPDIR of every test process) and the directories tests registered. Nothing else:
+ * what other processes keep under /tmp is not this run's doing.
+ */
+export function hygieneScanRoots(dir: string | undefined = captureDir()): string[] {
+  const roots = new Set<string>();
+  const scratch = process.env[SCRATCH_ENV];
+  if (scratch !== undefined && scratch !== '') roots.add(scratch);
+  if (dir !== undefined && existsSync(dir)) {
+    for (const f of readdirSync(dir).filter((x) => x.startsWith('disk-'))) {
+      for (const line of readFileSync(join(dir, f), 'utf8').split('\n')) if (line !== '') roots.add(line);
+    }
+  }
+  return [...roots];
+}

@@ -18,7 +18,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { CAPTURE_ENV, captureOutput, registerSecret } from '../helpers/capture.js';
+import { CAPTURE_ENV, captureOutput, hygieneScanRoots, registerDiskDir, registerSecret } from '../helpers/capture.js';
 import { CERTD, runCertd, shmDir, writeConfig } from '../helpers/cli.js';
 import { freePort } from '../helpers/nginx.js';
 import { TestPki } from '../helpers/pki.js';
@@ -132,6 +132,7 @@ describe('secret hygiene of everything the test run printed', () => {
   const scratch = shmDir('hygiene');
   const root = scratch.dir;
   const diskDir = mkdtempSync('/var/tmp/certd-hygiene-');
+  registerDiskDir(diskDir);
   let pki: TestPki;
   const modes: Record<string, number> = {};
 
@@ -280,7 +281,6 @@ certificates:
     assert.ok(!existsSync(join(diskDir, 'web')) || readdirSync(join(diskDir, 'web')).length === 0, 'certd wrote to a disk-backed target dir');
     const needles = needlesOf(readSecrets(captureDir));
     const leaks: string[] = [];
-    const registered = readdirSync(captureDir).filter((x) => x.startsWith('disk-')).flatMap((f) => readFileSync(join(captureDir, f), 'utf8').split('\n').filter(Boolean));
     const scanDir = (dir: string, depth: number) => {
       if (depth > 6 || !existsSync(dir)) return;
       for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -290,13 +290,8 @@ certificates:
         else if (e.isFile() && statSync(p).size < 1024 * 1024) leaks.push(...findLeaks(readFileSync(p, 'latin1'), needles, p, false));
       }
     };
-    for (const d of registered) scanDir(d, 0);
-    // Scratch directories of certd's tests on the disk-backed temp dirs.
-    for (const base of ['/tmp', '/var/tmp']) {
-      for (const e of readdirSync(base, { withFileTypes: true })) {
-        if (e.name.startsWith('certd-') && e.isDirectory()) scanDir(join(base, e.name), 0);
-      }
-    }
+    // The run's own scratch directory and the disk directories tests registered: nothing else.
+    for (const d of hygieneScanRoots(captureDir)) scanDir(d, 0);
     assert.deepEqual(leaks.slice(0, 20), [], `${leaks.length} key files on disk`);
   });
 });
