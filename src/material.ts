@@ -3,7 +3,7 @@ import { inspect } from 'node:util';
 import { CertdError } from './errors.js';
 import type { PolicyInput, PolicyKey } from './policy/types.js';
 import { parseBundle } from './policy/pem.js';
-import { parseCertificate } from './policy/x509.js';
+import { opensslAltNames, parseCertificate } from './policy/x509.js';
 import type { Secret } from './secret.js';
 
 /** Where the private key of a Material is. */
@@ -47,13 +47,11 @@ function leafFacts(der: Buffer): LeafFacts {
     return { notBefore: new Date(p.notBefore), notAfter: new Date(p.notAfter), subject: p.subject.text, dnsNames: p.dnsNames, ipAddresses: p.ipAddresses };
   } catch {
     const x = new X509Certificate(der);
-    const san = x.subjectAltName ?? '';
     return {
       notBefore: new Date(x.validFrom),
       notAfter: new Date(x.validTo),
       subject: x.subject.replace(/\n/g, ', '),
-      dnsNames: [...san.matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1] as string),
-      ipAddresses: [...san.matchAll(/IP Address:([^,\s]+)/g)].map((m) => m[1] as string),
+      ...opensslAltNames(x.subjectAltName),
     };
   }
 }

@@ -11,11 +11,13 @@ import { chainsToPublicRoot, checkChain, partialChainFacts } from './chain.js';
 import type { ChainFacts } from './chain.js';
 import { collector, DAY_MS, duration, label } from './findings.js';
 import type { Report } from './findings.js';
-import { hostnameMatches } from './hostname.js';
+import { ecPointProblem } from './ec-point.js';
+import { dnsNameProblem, hostnameMatches } from './hostname.js';
+import { ipBytes, nameConstraintProblem } from './name-constraints.js';
 import { loadPrivateKeyPem } from './private-key.js';
 import type { Finding, PolicyInput, PolicySettings } from './types.js';
 import type { Secret } from '../secret.js';
-import { parseCertificate } from './x509.js';
+import { namesEqual, parseCertificate } from './x509.js';
 import type { ParsedCertificate } from './x509.js';
 
 /** Clock skew tolerated by P-VALID between certd's host and the issuer's. */
@@ -79,7 +81,10 @@ function run(input: PolicyInput, policy: PolicySettings, now: Date, report: Repo
   parsed.forEach((cert, i) => {
     if (!cert || facts.extras.has(i)) return;
     const isAnchor = i === facts.anchorIndex;
-    if (!isAnchor) checkVersion(cert, i, report);
+    if (!isAnchor) {
+      checkVersion(cert, i, report);
+      checkExtensions(cert, i, report);
+    }
     checkKey(cert, i, isAnchor, policy, report);
     checkSignature(cert, i, isAnchor, policy, report);
     checkValidity(cert, i, now, report);
@@ -88,6 +93,8 @@ function run(input: PolicyInput, policy: PolicySettings, now: Date, report: Repo
       checkStrength(cert, i, report);
     }
   });
+
+  if (complete) checkNameConstraints(parsed, facts, anchors, input.hostnames ?? [], report);
 
   const leaf = parsed[0];
   if (leaf) {
@@ -101,6 +108,64 @@ function checkVersion(cert: ParsedCertificate, i: number, report: Report): void 
   if (cert.version !== 3) {
     report('P-V3', 'reject', i, `${label(i, cert)} is an X.509 v${cert.version} certificate; RFC 5280 profiles need v3 (extensions): reissue it`);
   }
+}
+
+/** P-EXT-DUP and P-EXT-CRITICAL: RFC 5280 4.2 for every certificate but the trust anchor. */
+function checkExtensions(cert: ParsedCertificate, i: number, report: Report): void {
+  const who = label(i, cert);
+  for (const oid of new Set(cert.duplicateExtensions)) {
+    report('P-EXT-DUP', 'reject', i, `${who} has extension ${oid} more than once; RFC 5280 4.2 allows each extension once, and clients differ on which copy they read: reissue it`);
+  }
+  for (const oid of cert.unknownCriticalExtensions) {
+    report('P-EXT-CRITICAL', 'reject', i, `${who} has extension ${oid} marked critical, which certd and TLS clients do not process (RFC 5280 4.2: such a certificate must be refused): reissue it without the extension or with it non-critical`);
+  }
+}
+
+/**
+ * P-NAME-CONSTRAINTS: the names of each certificate on the path (and the configured host names,
+ * for the leaf) lie within the DNS and IP subtrees of every CA above it, the trust anchor's
+ * included, as OpenSSL's verifier checks them.
+ */
+function checkNameConstraints(
+  certs: readonly ParsedCertificate[],
+  facts: ChainFacts,
+  anchors: readonly ParsedCertificate[],
+  hostnames: readonly string[],
+  report: Report,
+): void {
+  const path = certs.map((cert, i) => ({ cert, i })).filter(({ i }) => !facts.extras.has(i));
+  const top = path[path.length - 1]?.cert;
+  // An anchor outside the chain that issued its last certificate constrains it all the same.
+  const outside = top && !top.selfIssued ? anchors.filter((a) => namesEqual(a.subject, top.issuer)) : [];
+  const constraining = [...path.slice(1), ...outside.map((cert) => ({ cert, i: -1 }))].filter(({ cert }) => cert.nameConstraints);
+  if (constraining.length === 0) return;
+  path.forEach(({ cert, i }) => {
+    const names: ['dns' | 'ip', string][] = [
+      ...cert.dnsNames.map((n): ['dns', string] => ['dns', n]),
+      ...cert.ipAddresses.map((n): ['ip', string] => ['ip', n]),
+    ];
+    if (i === 0) {
+      // A configured host name the SANs already hold would only repeat their finding.
+      const held = new Set(names.map(([, n]) => n.toLowerCase()));
+      for (const h of hostnames) if (!held.has(h.toLowerCase())) names.push([nameKind(h), h]);
+    }
+    for (const { cert: ca, i: caIndex } of constraining) {
+      if (caIndex !== -1 && caIndex <= i) continue;
+      const nc = ca.nameConstraints;
+      if (!nc) continue;
+      for (const [kind, name] of names) {
+        const problem = nameConstraintProblem(kind, name, nc);
+        if (problem) {
+          const whose = caIndex === -1 ? `trust anchor "${ca.subject.commonName ?? ca.subject.text}"` : label(caIndex, ca);
+          report('P-NAME-CONSTRAINTS', 'reject', i, `${label(i, cert)}: ${problem} of ${whose} (RFC 5280 4.2.1.10): the CA may not issue for this name`);
+        }
+      }
+    }
+  });
+}
+
+function nameKind(host: string): 'dns' | 'ip' {
+  return ipBytes(host) ? 'ip' : 'dns';
 }
 
 function checkKey(cert: ParsedCertificate, i: number, isAnchor: boolean, policy: PolicySettings, report: Report): void {
@@ -123,7 +188,11 @@ function checkKey(cert: ParsedCertificate, i: number, isAnchor: boolean, policy:
     }
     case 'EC': {
       const curve = key.curve;
-      if (curve?.verdict === 'approved') return;
+      if (curve?.verdict === 'approved') {
+        const problem = ecPointProblem(curve.name, cert.subjectPublicKey);
+        if (problem) report('P-EC-POINT', 'reject', i, `${who}: ${problem} (SP 800-56A r3 5.6.2.3.4): the certificate does not carry a usable ${curve.name} public key; reissue it`);
+        return;
+      }
       if (curve?.verdict === 'warn') {
         report('P-EC-CURVE', 'warn', i, `${who}: EC key on ${curve.name}; SP 800-186 keeps P-224 (112-bit) only until 2030: reissue with P-256 or P-384`);
         return;
@@ -254,6 +323,11 @@ function checkLeaf(leaf: ParsedCertificate, hostnames: readonly string[], policy
     if (!eku.includes(OID.serverAuth)) {
       report('P-EKU', 'reject', 0, 'leaf extendedKeyUsage does not include serverAuth: clients will refuse it for TLS servers');
     }
+  }
+
+  for (const name of leaf.dnsNames) {
+    const problem = dnsNameProblem(name);
+    if (problem) report('P-SAN-SYNTAX', 'reject', 0, `leaf subjectAltName: ${problem} (RFC 5280 4.2.1.6, RFC 1035): reissue it with valid host names`);
   }
 
   const sans = [...leaf.dnsNames, ...leaf.ipAddresses];

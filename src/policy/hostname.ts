@@ -52,3 +52,42 @@ export function hostnameMatches(hostname: string, dnsNames: readonly string[], i
     return name.startsWith('*.') && !host.startsWith('*') && wildcardMatches(name, host);
   });
 }
+
+/** RFC 1035 2.3.4 lengths: 63 octets a label, 253 a name in text form. */
+const MAX_LABEL = 63;
+const MAX_NAME = 253;
+const LDH_LABEL = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i;
+
+function printable(name: string): string {
+  const shown = name.length > 80 ? `${name.slice(0, 80)}...` : name;
+  return JSON.stringify(shown);
+}
+
+/**
+ * Why a dNSName SAN is not a host name in the preferred syntax (RFC 5280 4.2.1.6, RFC 1035 and
+ * RFC 1123 LDH labels and lengths, IDNs as A-labels, a wildcard only as a whole left-most label),
+ * or undefined when it is one. Such names reach configuration files and logs (the single layout
+ * names files and server blocks after them), so anything else is refused outright.
+ */
+export function dnsNameProblem(name: string): string | undefined {
+  const shown = printable(name);
+  if (name.length === 0 || name === ' ') return `DNS name ${shown} is empty`;
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(name)) return `DNS name ${shown} holds control characters`;
+  if (/[^\u0000-\u007f]/.test(name)) return `DNS name ${shown} is not ASCII: internationalised names must be written as A-labels (xn--...)`;
+  if (name.length > MAX_NAME) return `DNS name ${printable(name)} is ${name.length} characters long, over ${MAX_NAME}`;
+  if (name.endsWith('.')) return `DNS name ${shown} ends with a dot; certificates carry names without the root label`;
+  const labels = name.split('.');
+  for (const [i, label] of labels.entries()) {
+    if (label === '*' && i === 0) {
+      if (labels.length < 3) return `DNS name ${shown} puts a wildcard directly over a top-level domain`;
+      continue;
+    }
+    if (label.includes('*')) return `DNS name ${shown} has a wildcard that is not the whole left-most label`;
+    if (label.length === 0) return `DNS name ${shown} has an empty label`;
+    if (label.length > MAX_LABEL) return `DNS name ${shown} has a label of ${label.length} characters, over ${MAX_LABEL}`;
+    if (!LDH_LABEL.test(label)) return `DNS name ${shown} has a label that is not letters, digits and inner hyphens (label ${JSON.stringify(label)})`;
+    if (/^xn--/i.test(label) && domainToASCII(label) !== label.toLowerCase()) return `DNS name ${shown} has an A-label that is not valid punycode (${JSON.stringify(label)})`;
+  }
+  return undefined;
+}

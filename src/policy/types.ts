@@ -6,6 +6,7 @@ export const RULE_IDS = [
   'P-SIG-HASH', 'P-SIG-STRENGTH', 'P-V3', 'P-LEAF-BC', 'P-KU', 'P-EKU', 'P-SAN', 'P-VALID',
   'P-MIN-REMAINING', 'P-EXPIRING', 'P-LIFE-FIPS', 'P-LIFE-PUBLIC', 'P-SELF-SIGNED', 'P-KEYMATCH',
   'P-KEY-PEM', 'P-CHAIN-ORDER', 'P-CHAIN-ANCHOR', 'P-CHAIN-CA', 'P-CHAIN-PATHLEN', 'P-PARSE',
+  'P-EXT-CRITICAL', 'P-EXT-DUP', 'P-SAN-SYNTAX', 'P-NAME-CONSTRAINTS', 'P-EC-POINT',
 ] as const;
 export type RuleId = (typeof RULE_IDS)[number];
 

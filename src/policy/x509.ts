@@ -27,6 +27,9 @@ import type { KeyUsageType } from '@peculiar/asn1-x509';
 import { ECParameters } from '@peculiar/asn1-ecc';
 import { RsaSaPssParams } from '@peculiar/asn1-rsa';
 import { CertdError, messageOf } from '../errors.js';
+import { derChildren, derValue } from './der.js';
+import { parseNameConstraints } from './name-constraints.js';
+import type { NameConstraints } from './name-constraints.js';
 import {
   attributeName,
   CURVES,
@@ -105,8 +108,17 @@ export interface ParsedCertificate {
   readonly keyUsage: { readonly critical: boolean; readonly usages: readonly KeyUsageType[] } | undefined;
   /** OIDs, or undefined when the extension is absent. */
   readonly extKeyUsage: readonly string[] | undefined;
+  /** From the first subjectAltName (a second one is listed in duplicateExtensions). */
   readonly dnsNames: readonly string[];
   readonly ipAddresses: readonly string[];
+  /** The CA's name constraints (RFC 5280 4.2.1.10), when it has them. */
+  readonly nameConstraints: NameConstraints | undefined;
+  /** OIDs of extensions that appear more than once (RFC 5280 4.2 forbids it); the first is read. */
+  readonly duplicateExtensions: readonly string[];
+  /** OIDs of extensions marked critical that certd (and OpenSSL's verifier) does not process. */
+  readonly unknownCriticalExtensions: readonly string[];
+  /** The subjectPublicKey BIT STRING's octets (for an EC key: the encoded point). */
+  readonly subjectPublicKey: Buffer;
   /** Subject and issuer names are equal. */
   readonly selfIssued: boolean;
   /** Self-issued and its signature verifies with its own key. */
@@ -381,42 +393,6 @@ export function parseCertificate(der: Buffer): ParsedCertificate {
   return parsed;
 }
 
-/**
- * The TLVs inside one constructed DER element, as views of `tlv` (definite lengths only, as DER
- * requires). Only used to find the byte ranges the schema decoder does not keep.
- */
-function derChildren(tlv: Buffer): Buffer[] {
-  const bounds = (at: number): { start: number; end: number } => {
-    let pos = at + 1;
-    const first = tlv[pos++];
-    if (first === undefined) throw new Error('DER element cut short');
-    let len = first;
-    if (first & 0x80) {
-      const n = first & 0x7f;
-      if (n === 0 || n > 4) throw new Error('DER length not definite or too long');
-      len = 0;
-      for (let i = 0; i < n; i++) len = len * 256 + (tlv[pos++] ?? Number.NaN);
-    }
-    const end = pos + len;
-    if (!(end <= tlv.length)) throw new Error('DER element overruns its container');
-    return { start: pos, end };
-  };
-  const outer = bounds(0);
-  const children: Buffer[] = [];
-  for (let at = outer.start; at < outer.end; ) {
-    const { end } = bounds(at);
-    children.push(tlv.subarray(at, end));
-    at = end;
-  }
-  return children;
-}
-
-/** The value of a primitive TLV whose length fits in one or a few bytes. */
-function derValue(tlv: Buffer): Buffer {
-  const first = tlv[1] ?? 0;
-  return tlv.subarray(first & 0x80 ? 2 + (first & 0x7f) : 2);
-}
-
 /** As X509Certificate.serialNumber prints it: big-endian hex, leading zero bytes dropped. */
 function serialHex(value: Buffer): string | undefined {
   if (value.length === 0 || ((value[0] as number) & 0x80) !== 0) return undefined; // negative: OpenSSL's own wording
@@ -465,6 +441,7 @@ type DecodedExtension =
   | { readonly id: 'keyUsage'; readonly value: NonNullable<ParsedCertificate['keyUsage']> }
   | { readonly id: 'extKeyUsage'; readonly value: readonly string[] }
   | { readonly id: 'subjectAltName'; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] }
+  | { readonly id: 'nameConstraints'; readonly value: NameConstraints }
   | { readonly id: 'other' };
 
 /** The extensions the policy reads, by the DER content of their OID (2.5.29.x). */
@@ -473,27 +450,52 @@ const READ_EXTENSIONS: ReadonlyMap<string, DecodedExtension['id']> = new Map([
   ['551d0f', 'keyUsage'],
   ['551d25', 'extKeyUsage'],
   ['551d11', 'subjectAltName'],
+  ['551d1e', 'nameConstraints'],
 ]);
 
-/** Whether the policy reads this extension, from its OID's bytes (no decoding for the others). */
-function isReadExtension(tlv: Buffer): boolean {
-  const [oid] = derChildren(tlv);
-  // Anything that does not start with an OID is left to the schema, which refuses it.
-  return oid?.[0] !== 0x06 || READ_EXTENSIONS.has(derValue(oid).toString('hex'));
+/**
+ * Extensions that may be critical: the ones RFC 5280 path validation and OpenSSL's verifier
+ * process (X509_supported_extension), by the DER content of their OID. A critical extension
+ * outside this set makes a conforming client refuse the certificate (RFC 5280 4.2).
+ */
+const KNOWN_CRITICAL: ReadonlySet<string> = new Set([
+  '551d0f', // keyUsage
+  '551d11', // subjectAltName
+  '551d13', // basicConstraints
+  '551d1e', // nameConstraints
+  '551d20', // certificatePolicies
+  '551d21', // policyMappings
+  '551d24', // policyConstraints
+  '551d25', // extKeyUsage
+  '551d36', // inhibitAnyPolicy
+  '6086480186f8420101', // netscape-cert-type
+  '2b06010505070107', // sbgp-ipAddrBlock (RFC 3779)
+  '2b06010505070108', // sbgp-autonomousSysNum (RFC 3779)
+  '2b0601050507010e', // proxyCertInfo (RFC 3820)
+]);
+
+/** An extension's OID (DER content, hex) and critical flag, read without the schema. */
+function extensionHeader(tlv: Buffer): { oid: string; critical: boolean } {
+  const fields = derChildren(tlv);
+  const [oid] = fields;
+  if (oid?.[0] !== 0x06 || fields.length < 2 || fields.length > 3) throw new Error('an extension is not a SEQUENCE of OID, optional BOOLEAN and OCTET STRING');
+  const flag = fields.length === 3 ? fields[1] : undefined;
+  if (flag !== undefined && flag[0] !== 0x01) throw new Error('an extension\'s critical field is not a BOOLEAN');
+  return { oid: derValue(oid).toString('hex'), critical: flag !== undefined && derValue(flag).some((b) => b !== 0) };
 }
 
 /**
  * A subjectAltName holding DNS names only (nearly every server certificate), read without the
  * schema: its names differ per certificate, so no cache helps. Undefined for anything else
- * (IP addresses, other name forms, non-ASCII bytes), which the schema decodes.
+ * (IP addresses, other name forms), which the schema decodes.
  */
 function dnsOnlyAltNames(extnValue: Buffer): string[] | undefined {
   if (extnValue[0] !== 0x30) return undefined;
   const names: string[] = [];
   for (const gn of derChildren(extnValue)) {
     if (gn[0] !== 0x82) return undefined;
+    // Any bytes are kept, one character each as OpenSSL prints IA5String (P-SAN-SYNTAX refuses them).
     const value = derValue(gn);
-    if (value.some((b) => b >= 0x80)) return undefined;
     names.push(value.toString('latin1'));
   }
   return names;
@@ -535,6 +537,8 @@ function decodeExtension(tlv: Buffer): DecodedExtension {
       }
       return { id: 'subjectAltName', dnsNames, ipAddresses };
     }
+    case '2.5.29.30':
+      return { id: 'nameConstraints', value: parseNameConstraints(toBuffer(value), ext.critical) };
     default:
       return { id: 'other' };
   }
@@ -619,17 +623,30 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
   let extKeyUsage: readonly string[] | undefined;
   let dnsNames: readonly string[] = [];
   let ipAddresses: readonly string[] = [];
+  let nameConstraints: NameConstraints | undefined;
+  const seen = new Set<string>();
+  const duplicateExtensions: string[] = [];
+  const unknownCriticalExtensions: string[] = [];
   for (const field of optional) {
     // [1] issuerUniqueID and [2] subjectUniqueID (v2) carry nothing the policy reads.
     if (field[0] !== 0xa3) continue;
     const [list] = derChildren(field);
     for (const tlv of derChildren(tagged(list, 0x30, 'extensions'))) {
-      if (!isReadExtension(tlv)) continue;
+      const header = extensionHeader(tlv);
+      if (seen.has(header.oid)) {
+        // The first occurrence is the one read, as OpenSSL's X509_get_ext_d2i reads it.
+        duplicateExtensions.push(oidText(Buffer.from(header.oid, 'hex')) ?? header.oid);
+        continue;
+      }
+      seen.add(header.oid);
+      if (header.critical && !KNOWN_CRITICAL.has(header.oid)) unknownCriticalExtensions.push(oidText(Buffer.from(header.oid, 'hex')) ?? header.oid);
+      if (!READ_EXTENSIONS.has(header.oid)) continue;
       const ext = extensions.get(tlv, decodeExtension);
       if (ext.id === 'basicConstraints') basicConstraints = ext.value;
       else if (ext.id === 'keyUsage') keyUsage = ext.value;
       else if (ext.id === 'extKeyUsage') extKeyUsage = ext.value;
       else if (ext.id === 'subjectAltName') ({ dnsNames, ipAddresses } = ext);
+      else if (ext.id === 'nameConstraints') nameConstraints = ext.value;
     }
   }
   const subject = names.get(tagged(subjectTlv, 0x30, 'subject'), decodeName);
@@ -663,6 +680,10 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
     extKeyUsage,
     dnsNames,
     ipAddresses,
+    nameConstraints,
+    duplicateExtensions,
+    unknownCriticalExtensions,
+    subjectPublicKey: Buffer.from(spkiBits.subarray(1)),
     selfIssued,
     get selfSigned() {
       return selfSigned();
@@ -787,4 +808,20 @@ export function describeCertificate(der: Buffer): CertificateSummary {
     });
   }
   return summarize(parsed);
+}
+
+/**
+ * The DNS names and IP addresses of X509Certificate.subjectAltName's text. Node quotes a value
+ * holding characters that would be ambiguous there (commas, quotes, control bytes) as a JSON string.
+ */
+export function opensslAltNames(san: string | undefined): { dnsNames: string[]; ipAddresses: string[] } {
+  const dnsNames: string[] = [];
+  const ipAddresses: string[] = [];
+  for (const m of (san ?? '').matchAll(/(DNS|IP Address|[A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)(?:, |$)/g)) {
+    const raw = m[2] as string;
+    const value = raw.startsWith('"') ? (JSON.parse(raw) as string) : raw;
+    if (m[1] === 'DNS') dnsNames.push(value);
+    else if (m[1] === 'IP Address') ipAddresses.push(value);
+  }
+  return { dnsNames, ipAddresses };
 }

@@ -36,7 +36,7 @@ describe('certd validate over the corpus', () => {
 
   it('covers good cases and one bad case per rule that applies to files', () => {
     const expected = new Set(corpus.cases.map((c) => c.expect));
-    for (const rule of ['pass', 'P-RSA-MIN', 'P-RSA-EXP', 'P-SIG-HASH', 'P-EC-CURVE', 'P-EC-EXPLICIT', 'P-DSA', 'P-EDDSA', 'P-SAN', 'P-EKU', 'P-LEAF-BC', 'P-VALID', 'P-KEYMATCH', 'P-CHAIN-ORDER', 'P-CHAIN-CA', 'P-CHAIN-PATHLEN', 'P-SELF-SIGNED', 'P-KEY-PEM', 'P-PARSE']) {
+    for (const rule of ['pass', 'P-RSA-MIN', 'P-RSA-EXP', 'P-SIG-HASH', 'P-EC-CURVE', 'P-EC-EXPLICIT', 'P-DSA', 'P-EDDSA', 'P-SAN', 'P-EKU', 'P-LEAF-BC', 'P-VALID', 'P-KEYMATCH', 'P-CHAIN-ORDER', 'P-CHAIN-CA', 'P-CHAIN-PATHLEN', 'P-SELF-SIGNED', 'P-KEY-PEM', 'P-PARSE', 'P-EXT-CRITICAL', 'P-EXT-DUP', 'P-SAN-SYNTAX', 'P-NAME-CONSTRAINTS', 'P-EC-POINT']) {
       assert.ok(expected.has(rule as never), `no corpus case for ${rule}`);
     }
   });

@@ -18,6 +18,8 @@ import fc from 'fast-check';
 import { CertdError } from '../../src/errors.js';
 import { Material } from '../../src/material.js';
 import { checkPolicy } from '../../src/policy/check.js';
+import { dnsNameProblem } from '../../src/policy/hostname.js';
+import { nameConstraintProblem, parseNameConstraints } from '../../src/policy/name-constraints.js';
 import { encodePem, MAX_INPUT_BYTES, parseBundle } from '../../src/policy/pem.js';
 import { DEFAULT_POLICY, RULE_IDS, type PolicySettings } from '../../src/policy/types.js';
 import { Secret } from '../../src/secret.js';
@@ -336,5 +338,82 @@ describe('hostile input never crashes the parsers or the policy (fast-check)', (
   it('the properties ran the number of cases the budget asks for', () => {
     // The fixed cases above come on top of the random ones.
     assert.ok(stats.cases >= runs(1), `${stats.cases} cases < ${runs(1)}`);
+  });
+});
+
+/** A DER element, for building name constraints by hand. */
+function derTlv(tag: number, content: Buffer): Buffer {
+  const n = content.length;
+  const len = n < 0x80 ? [n] : n < 0x100 ? [0x81, n] : [0x82, n >> 8, n & 0xff];
+  return Buffer.concat([Buffer.from([tag, ...len]), content]);
+}
+
+const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/);
+const dnsName = fc.array(label, { minLength: 1, maxLength: 5 }).map((ls) => ls.join('.'));
+
+describe('name constraints and DNS name syntax hold against hostile input (fast-check)', () => {
+  it('parseNameConstraints returns constraints or throws an Error on any bytes, never hangs', () => {
+    const subtree = fc.oneof(
+      dnsName.map((n) => derTlv(0x30, derTlv(0x82, Buffer.from(n)))),
+      fc.uint8Array({ minLength: 0, maxLength: 40 }).map((b) => derTlv(0x30, derTlv(0x87, Buffer.from(b)))),
+      fc.uint8Array({ maxLength: 60 }).map((b) => derTlv(0x30, Buffer.from(b))),
+    );
+    const nc = fc.tuple(fc.array(subtree, { maxLength: 6 }), fc.array(subtree, { maxLength: 6 }), fc.array(mutation, { maxLength: 2 }))
+      .map(([p, e, ms]) => {
+        const parts = [p.length ? derTlv(0xa0, Buffer.concat(p)) : Buffer.alloc(0), e.length ? derTlv(0xa1, Buffer.concat(e)) : Buffer.alloc(0)];
+        return mutate(derTlv(0x30, Buffer.concat(parts)), ms);
+      });
+    const bytes = fc.oneof(nc, fc.uint8Array({ maxLength: 512 }).map((b) => Buffer.from(b)));
+    fc.assert(fc.property(bytes, fc.string({ maxLength: 60 }), (b, name) => {
+      let parsed;
+      try {
+        parsed = parseNameConstraints(b, true);
+      } catch (err) {
+        assert.ok(err instanceof Error && !(err instanceof assert.AssertionError), String(err));
+        return;
+      }
+      assert.ok(parsed.permitted !== undefined || parsed.excluded !== undefined);
+      // Any name gets an answer: a reason or undefined.
+      const problem = nameConstraintProblem('dns', name, parsed);
+      assert.ok(problem === undefined || typeof problem === 'string');
+    }), { numRuns: 3_000 });
+  });
+
+  it('a name with labels added to the left of a permitted base stays permitted; anything else outside is refused', () => {
+    fc.assert(fc.property(dnsName, fc.array(label, { maxLength: 3 }), dnsName, (base, extra, other) => {
+      const nc = parseNameConstraints(derTlv(0x30, derTlv(0xa0, derTlv(0x30, derTlv(0x82, Buffer.from(base))))), true);
+      const inside = [...extra, base].join('.');
+      assert.equal(nameConstraintProblem('dns', inside, nc), undefined, `${inside} under ${base}`);
+      assert.equal(nameConstraintProblem('dns', inside.toUpperCase(), nc), undefined);
+      if (other !== base && !other.endsWith(`.${base}`)) assert.ok(nameConstraintProblem('dns', other, nc), `${other} outside ${base}`);
+      // "badexample.test" is not within "example.test": labels, not characters.
+      assert.ok(nameConstraintProblem('dns', `x${base}`, nc));
+      // Exclusion wins, and a wildcard reaching an excluded name counts.
+      const ex = parseNameConstraints(derTlv(0x30, Buffer.concat([
+        derTlv(0xa0, derTlv(0x30, derTlv(0x82, Buffer.from(base)))),
+        derTlv(0xa1, derTlv(0x30, derTlv(0x82, Buffer.from(`evil.${base}`)))),
+      ])), true);
+      assert.ok(nameConstraintProblem('dns', `a.evil.${base}`, ex));
+      assert.ok(nameConstraintProblem('dns', `*.${base}`, ex));
+    }), { numRuns: 1_000 });
+  });
+
+  it('dnsNameProblem accepts LDH names and refuses every name with a character outside them', () => {
+    fc.assert(fc.property(dnsName, (n) => {
+      fc.pre(n.split('.').every((l) => l.length <= 63) && n.length <= 253);
+      assert.equal(dnsNameProblem(n), undefined, n);
+      if (n.split('.').length >= 2) assert.equal(dnsNameProblem(`*.${n}`), undefined);
+    }), { numRuns: 1_000 });
+    fc.assert(fc.property(dnsName, fc.nat({ max: 100 }), fc.string({ unit: 'binary', minLength: 1, maxLength: 3 }), (n, at, ins) => {
+      fc.pre(/[^a-z0-9.-]/i.test(ins));
+      const pos = at % (n.length + 1);
+      const bad = n.slice(0, pos) + ins + n.slice(pos);
+      fc.pre(!/^\*\.[^*]+$/.test(bad));
+      assert.ok(dnsNameProblem(bad), `accepted ${JSON.stringify(bad)}`);
+    }), { numRuns: 3_000 });
+    fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 400 }), (s) => {
+      const problem = dnsNameProblem(s);
+      if (problem === undefined) assert.match(s, /^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*$/i);
+    }), { numRuns: 3_000 });
   });
 });

@@ -13,7 +13,7 @@ import { after, describe, it } from 'node:test';
 import { parseBundle } from '../../src/policy/pem.js';
 import { checkPolicy } from '../../src/policy/check.js';
 import { DEFAULT_POLICY } from '../../src/policy/types.js';
-import { issuance, parseCertificate } from '../../src/policy/x509.js';
+import { issuance, opensslAltNames, parseCertificate } from '../../src/policy/x509.js';
 import { Material } from '../../src/material.js';
 import { Secret } from '../../src/secret.js';
 import { buildCorpus } from '../fixtures/corpus.js';
@@ -141,11 +141,13 @@ describe('x509 decoder', () => {
   it('lists DNS and IP subject alternative names as X509Certificate does', () => {
     let withIp = 0;
     for (const d of certs) {
-      const san = new X509Certificate(d).subjectAltName ?? '';
       const parsed = parseCertificate(d);
-      assert.deepEqual([...parsed.dnsNames], [...san.matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1]), parsed.subject.text);
-      const ips = [...san.matchAll(/IP Address:([^,\s]+)/g)].map((m) => m[1]);
-      assert.equal(parsed.ipAddresses.length, ips.length, parsed.subject.text);
+      // OpenSSL reads no subjectAltName at all when there are two (P-EXT-DUP refuses those).
+      if (parsed.duplicateExtensions.length > 0) continue;
+      const openssl = opensslAltNames(new X509Certificate(d).subjectAltName);
+      assert.deepEqual([...parsed.dnsNames], openssl.dnsNames, parsed.subject.text);
+      assert.equal(parsed.ipAddresses.length, openssl.ipAddresses.length, parsed.subject.text);
+      const ips = openssl.ipAddresses;
       if (ips.length > 0) withIp++;
     }
     assert.ok(withIp > 0, 'the corpus has certificates with IP addresses (read by the schema)');
@@ -247,7 +249,7 @@ describe('x509 decoder', () => {
       subject: x.subject.split('\n').join(', '),
       notBefore: Date.parse(x.validFrom),
       notAfter: Date.parse(x.validTo),
-      dnsNames: [...(x.subjectAltName ?? '').matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1]),
+      dnsNames: opensslAltNames(x.subjectAltName).dnsNames,
     });
     const { der } = makeCert('material-facts', { key: 'ec-p256' });
     // basicConstraints' BOOLEAN made an OCTET STRING: OpenSSL reads the certificate (it decodes
