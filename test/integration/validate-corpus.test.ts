@@ -3,9 +3,11 @@
  * passes `certd validate`, each bad case is refused (or warned) with its expected rule id.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { buildCorpus, type Corpus } from '../fixtures/corpus.js';
-import { runCertd } from '../helpers/cli.js';
+import { runCertd, shmDir, writeConfig } from '../helpers/cli.js';
 
 function argsFor(c: Corpus['cases'][number]): { args: string[]; env: NodeJS.ProcessEnv } {
   const args = ['validate', '--cert', c.files.cert, '--json'];
@@ -69,5 +71,37 @@ describe('certd validate over the corpus', () => {
       }
     }));
     assert.deepEqual(failures, []);
+  });
+});
+
+describe('hostile certificates are never deployed', () => {
+  it('rotate --now refuses each RFC 5280 hostile case by its rule and writes nothing to its target', async () => {
+    const corpus = await buildCorpus();
+    const hostile = corpus.cases.filter((c) => ['P-EXT-CRITICAL', 'P-EXT-DUP', 'P-SAN-SYNTAX', 'P-NAME-CONSTRAINTS'].includes(c.expect) && c.files.key);
+    assert.ok(hostile.length >= 10, `${hostile.length} hostile cases`);
+    const scratch = shmDir('hostile');
+    try {
+      const entries = hostile.map((c) => `  - name: ${c.name}
+    source: { type: file, cert: ${c.files.cert}, key: ${c.files.key}, chain: ${c.files.chain} }
+    hostnames: [${(c.hostnames ?? []).map((h) => JSON.stringify(h)).join(', ')}]
+    targets: [{ type: tmpfs, dir: ${scratch.dir}/out/${c.name} }]`);
+      const cfg = writeConfig(scratch.dir, `state_dir: ${scratch.dir}/state
+policy: { trust_anchors: ${hostile[0]?.files.root} }
+certificates:
+${entries.join('\n')}
+`);
+      const r = await runCertd(['rotate', '--now', '--config', cfg, '--json']);
+      assert.equal(r.code, 1, r.stderr);
+      const report = JSON.stringify(JSON.parse(r.stdout));
+      for (const c of hostile) {
+        assert.ok(report.includes(c.expect), `${c.name}: ${c.expect} not in the report`);
+        assert.equal(existsSync(join(scratch.dir, 'out', c.name, 'fullchain.pem')), false, `${c.name} was deployed`);
+        assert.equal(existsSync(join(scratch.dir, 'out', c.name, 'privkey.pem')), false, `${c.name}: key deployed`);
+      }
+      const rows = (JSON.parse(r.stdout) as { certificates: { name: string; result: string }[] }).certificates;
+      for (const c of hostile) assert.notEqual(rows.find((x) => x.name === c.name)?.result, 'deployed', c.name);
+    } finally {
+      scratch.cleanup();
+    }
   });
 });
