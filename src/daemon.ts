@@ -24,7 +24,7 @@ import { controlSocketPath, type ControlServer, listenControl, type Progress, ty
 import { parseDuration } from './duration.js';
 import { CertdError, messageOf } from './errors.js';
 import { type Health, isExpiring } from './health.js';
-import { acquireLock, type Lock } from './lock.js';
+import { acquireLock, type Lock, warnTightened } from './lock.js';
 import { dropWhenIdle, releaseMemorySoon } from './memory.js';
 import { type Logger } from './log.js';
 import { noMetrics } from './metrics.js';
@@ -262,7 +262,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       this.#metrics = await createPromMetrics();
     }
     const rt = await this.#build(loaded);
-    this.#lock = await acquireLock(rt.stateDir, 'certd run').catch(async (err: unknown) => {
+    this.#lock = await acquireLock(rt.stateDir, 'certd run', (t) => warnTightened(this.#log, t)).catch(async (err: unknown) => {
       await rt.close();
       throw err;
     });

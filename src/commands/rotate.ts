@@ -4,7 +4,7 @@ import { loadConfig } from '../config.js';
 import { askDaemon } from '../control.js';
 import { CertdError } from '../errors.js';
 import { enforceFipsRuntime } from '../fips.js';
-import { acquireLock } from '../lock.js';
+import { acquireLock, warnTightened } from '../lock.js';
 import { runCycle, type CycleReport } from '../rotate.js';
 import { openRuntime, shortFingerprint, table } from './common.js';
 
@@ -107,7 +107,7 @@ export async function rotateStandalone(a: RotateArgs, io: Io): Promise<number> {
     await rt.close();
     throw err;
   }
-  const lock = a.dryRun ? undefined : await acquireLock(rt.stateDir, 'certd rotate --now').catch((err: unknown) => {
+  const lock = a.dryRun ? undefined : await acquireLock(rt.stateDir, 'certd rotate --now', (t) => warnTightened(rt.log, t)).catch((err: unknown) => {
     throw err instanceof CertdError ? err : new CertdError('E_LOCKED', String(err));
   });
   try {
