@@ -4,11 +4,12 @@
  * `status` show for a certificate whose new material was refused.
  */
 import assert from 'node:assert/strict';
+import { createPrivateKey } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCertd, shmDir, writeConfig } from '../helpers/cli.js';
-import { TestPki } from '../helpers/pki.js';
+import { openssl, TestPki } from '../helpers/pki.js';
 
 const countCerts = (pem: string): number => pem.split('-----BEGIN CERTIFICATE-----').length - 1;
 
@@ -49,5 +50,55 @@ certificates:
     const twice = readFileSync(join(scratch.dir, 'out-twice', 'fullchain.pem'), 'utf8');
     assert.equal(countCerts(twice), 2, 'the intermediate once');
     assert.equal(twice, leaf.certPem + pki.intermediate.certPem);
+  });
+
+  it('DER private keys (PKCS#8, SEC 1, PKCS#1) are read and deployed as the same key', async () => {
+    const ec = pki.leaf('der-ec', { dns: ['der-ec.test'] });
+    const rsa = pki.leaf('der-rsa', { dns: ['der-rsa.test'], keySpec: 'rsa-2048' });
+    // Written by openssl, not by certd's own encoder.
+    const der = {
+      'ec-pkcs8': [ec, ['pkey', '-in', ec.keyPath, '-outform', 'DER']],
+      'ec-sec1': [ec, ['ec', '-in', ec.keyPath, '-outform', 'DER']],
+      'rsa-pkcs8': [rsa, ['pkey', '-in', rsa.keyPath, '-outform', 'DER']],
+      'rsa-pkcs1': [rsa, ['rsa', '-in', rsa.keyPath, '-traditional', '-outform', 'DER']],
+    } as const;
+    let yaml = `state_dir: ${scratch.dir}/state-der\npolicy: { trust_anchors: ${pki.root.certPath} }\ncertificates:\n`;
+    for (const [name, [leaf, args]] of Object.entries(der)) {
+      const keyFile = join(scratch.dir, `${name}.der`);
+      openssl([...args, '-out', keyFile]);
+      assert.equal(readFileSync(keyFile)[0], 0x30, `${name} is DER`);
+      yaml += `  - name: ${name}\n    source: { type: file, cert: ${leaf.certPath}, key: ${keyFile}, chain: ${pki.intermediate.certPath} }\n    targets: [{ type: tmpfs, dir: ${scratch.dir}/out-${name} }]\n`;
+    }
+    const cfg = writeConfig(scratch.dir, yaml, 'der.yaml');
+    const r = await runCertd(['rotate', '--now', '--config', cfg, '--json']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    for (const [name, [leaf]] of Object.entries(der)) {
+      const deployed = createPrivateKey(readFileSync(join(scratch.dir, `out-${name}`, 'privkey.pem')));
+      assert.ok(deployed.equals(createPrivateKey(readFileSync(leaf.keyPath))), name);
+    }
+  });
+
+  it('swapped cert and key files say so and name the file; no key bytes in the output', async () => {
+    const leaf = pki.leaf('swapped', { dns: ['swapped.test'] });
+    const cfg = writeConfig(scratch.dir, `state_dir: ${scratch.dir}/state-swap
+certificates:
+  - name: swapped
+    source: { type: file, cert: ${leaf.keyPath}, key: ${leaf.certPath} }
+    targets: [{ type: tmpfs, dir: ${scratch.dir}/out-swap }]
+  - name: key-is-cert
+    source: { type: file, cert: ${leaf.certPath}, key: ${leaf.certPath} }
+    targets: [{ type: tmpfs, dir: ${scratch.dir}/out-swap2 }]
+`, 'swap.yaml');
+    const r = await runCertd(['rotate', '--now', '--config', cfg, '--json']);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const doc = JSON.parse(r.stdout);
+    const [a, b] = doc.certificates;
+    assert.equal(a.result, 'failed');
+    assert.match(a.error.message, new RegExp(`reading certificate of swapped: ${leaf.keyPath} holds a private key, not a certificate: are the certificate and key swapped\\?`));
+    assert.match(b.error.message, new RegExp(`reading private key of key-is-cert: ${leaf.certPath} holds a certificate, not a private key: are the certificate and key swapped\\?`));
+    assert.ok(!/PRIVATE KEY-----/.test(r.stdout + r.stderr));
+    const v = await runCertd(['validate', '--cert', leaf.keyPath, '--key', leaf.certPath, '--json']);
+    assert.equal(v.code, 1);
+    assert.match(JSON.parse(v.stdout).findings[0].message, /swapped/);
   });
 });
