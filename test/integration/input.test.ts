@@ -101,4 +101,15 @@ certificates:
     assert.equal(v.code, 1);
     assert.match(JSON.parse(v.stdout).findings[0].message, /swapped/);
   });
+
+  it('a config value of the wrong type exits 2 naming the key, the line, the type expected and the value given', async () => {
+    const cfg = writeConfig(scratch.dir, `state_dir: ${scratch.dir}/state-type\njitter: 30\ncertificates: []\n`, 'type.yaml');
+    for (const args of [['rotate', '--now'], ['status']]) {
+      const r = await runCertd([...args, '--config', cfg]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /jitter \(line 2\): expected a duration string such as 30s, 15m, 24h or 7d, got number 30/);
+      assert.doesNotMatch(r.stderr, /required/);
+    }
+  });
 });
+
