@@ -111,5 +111,53 @@ certificates:
       assert.doesNotMatch(r.stderr, /required/);
     }
   });
+
+  it('a failed row of rotate and status shows the fingerprint still served, and the refused one apart', async () => {
+    const good = pki.leaf('served', { dns: ['served.test'] });
+    const bad = pki.leaf('refused', { dns: ['other.test'] });
+    const src = pki.publish(good, join(scratch.dir, 'src-refused'));
+    const cfg = writeConfig(scratch.dir, `state_dir: ${scratch.dir}/state-refused
+policy: { trust_anchors: ${pki.root.certPath} }
+certificates:
+  - name: web
+    hostnames: [served.test]
+    source: { type: file, cert: ${src.cert}, key: ${src.key}, chain: ${src.chain} }
+    targets: [{ type: tmpfs, dir: ${scratch.dir}/out-refused }]
+`, 'refused.yaml');
+    assert.equal((await runCertd(['rotate', '--now', '--config', cfg])).code, 0);
+    writeFileSync(src.cert, bad.certPem);
+    writeFileSync(src.key, readFileSync(bad.keyPath), { mode: 0o600 });
+    const json = await runCertd(['rotate', '--now', '--config', cfg, '--json']);
+    assert.equal(json.code, 1);
+    const row = JSON.parse(json.stdout).certificates[0];
+    assert.equal(row.result, 'failed');
+    assert.equal(row.fingerprint, good.fingerprint, 'the fingerprint column is what is still served');
+    assert.equal(row.refused?.fingerprint, bad.fingerprint);
+    assert.match(row.error.message, /P-SAN/);
+    const text = await runCertd(['rotate', '--now', '--config', cfg]);
+    assert.equal(text.code, 1);
+    const line = text.stdout.split('\n').find((l) => l.startsWith('web ')) ?? '';
+    assert.ok(line.includes(good.fingerprint.slice(0, 23)), line);
+    assert.match(line, new RegExp(`refused ${bad.fingerprint.slice(0, 23)}`));
+    assert.ok(line.indexOf(good.fingerprint.slice(0, 23)) < line.indexOf('refused'), line);
+
+    const st = JSON.parse((await runCertd(['status', '--config', cfg, '--json'])).stdout).certificates[0];
+    assert.equal(st.fingerprint, good.fingerprint);
+    assert.equal(st.lastResult, 'failed');
+    assert.equal(st.refused?.fingerprint, bad.fingerprint);
+    const stText = (await runCertd(['status', '--config', cfg])).stdout;
+    const stLine = stText.split('\n').find((l) => l.startsWith('web ')) ?? '';
+    assert.ok(stLine.includes(good.fingerprint.slice(0, 23)), stLine);
+    assert.match(stLine, new RegExp(`refused ${bad.fingerprint.slice(0, 23)}`));
+    // Still served: the deployed files are the good leaf's.
+    assert.equal(readFileSync(join(scratch.dir, 'out-refused', 'cert.pem'), 'utf8'), good.certPem);
+
+    // Fixed at the source: the next cycle deploys it and the refused one is gone from the record.
+    writeFileSync(src.cert, good.certPem);
+    writeFileSync(src.key, readFileSync(good.keyPath), { mode: 0o600 });
+    assert.equal((await runCertd(['rotate', '--now', '--config', cfg])).code, 0);
+    const after = JSON.parse((await runCertd(['status', '--config', cfg, '--json'])).stdout).certificates[0];
+    assert.equal(after.refused, null);
+  });
 });
 
