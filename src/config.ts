@@ -4,7 +4,7 @@ import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { validate as validateCron, validateDetailed } from 'node-cron';
 import { CertdError } from './errors.js';
-import { duration } from './schema.js';
+import { configErrorMap, duration } from './schema.js';
 import { sourceFactories, targetFactories } from '../providers/index.js';
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT');
@@ -144,7 +144,7 @@ export function parseConfigText(text: string, path = '<config>'): Config {
   // reader builds scalars piece by piece, and V8 would keep each path of a 1,000-certificate
   // config as a chain of dozens of string fragments for the daemon's whole life (megabytes).
   const raw: unknown = JSON.parse(JSON.stringify(doc.toJS() ?? {}));
-  const result = configSchema().safeParse(raw);
+  const result = configSchema().safeParse(raw, { error: configErrorMap });
   if (result.success) return result.data;
 
   const lineOf = (p: readonly PropertyKey[]): number | undefined => {
@@ -163,8 +163,6 @@ export function parseConfigText(text: string, path = '<config>'): Config {
       const keys = (issue as { keys: string[] }).keys;
       keyPath = [...keyPath, keys[0] ?? ''];
       message = `unknown key${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`;
-    } else if (issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined) {
-      message = 'required';
     }
     const line = lineOf(keyPath);
     return `${formatPath(keyPath)}${line !== undefined ? ` (line ${line})` : ''}: ${message}`;

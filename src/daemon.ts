@@ -606,6 +606,7 @@ export function logCycle(log: Logger, report: CycleReport, trigger: CycleTrigger
       durationMs: c.durationMs,
       fingerprint: c.fingerprint,
       notAfter: c.notAfter,
+      ...(c.refused ? { refusedFingerprint: c.refused.fingerprint } : {}),
       ...(c.reason ? { reason: c.reason } : {}),
       ...(c.error ? { code: c.error.code, error: c.error.message } : {}),
     };

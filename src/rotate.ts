@@ -11,13 +11,18 @@ import type { Finding, PolicySettings } from './policy/types.js';
 import { parseCertificate } from './policy/x509.js';
 import { describeReload, reloadKey, type ReloadSpec, runReload, runTest } from './reload.js';
 import type { CertificateRuntime, Runtime } from './runtime.js';
-import type { CertState, CycleOutcome, LastGood } from './state.js';
+import type { CertState, CycleOutcome, LastGood, RefusedMaterial } from './state.js';
 import { waitForServed } from './verify.js';
 import { prefetchAll } from './prefetch.js';
 
 export interface CertificateReport {
   name: string;
   result: CycleOutcome;
+  /**
+   * The leaf served after this cycle: the new one when deployed, the deployed one when unchanged,
+   * and for a failed certificate the last good one still served (undefined when none is).
+   * `version`, `notAfter` and `origin` describe the same certificate.
+   */
   fingerprint?: string | undefined;
   previousFingerprint?: string | undefined;
   version?: string | undefined;
@@ -26,6 +31,8 @@ export interface CertificateReport {
   /** Why nothing was fetched or deployed ("not due until ...", "same as deployed"). */
   reason?: string | undefined;
   error?: { code: string; message: string } | undefined;
+  /** A failed certificate's material that was fetched and not deployed. */
+  refused?: RefusedMaterial | undefined;
   findings?: Finding[] | undefined;
   durationMs: number;
 }
@@ -136,7 +143,10 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
     }
     w.report.result = 'deployed';
   }
-  for (const w of work) await record(rt, w, dryRun);
+  for (const w of work) {
+    if (w.report.result === 'failed') showServed(w);
+    await record(rt, w, dryRun);
+  }
   const reports = work.map((w) => w.report);
   return {
     ok: reports.every((r) => r.result !== 'failed'),
@@ -417,6 +427,22 @@ async function reloadAndVerify(rt: Runtime, staged: Work[], signal: AbortSignal)
   return reloads;
 }
 
+/**
+ * A failed certificate's report describes what is still served (its last good deployment); the
+ * material it fetched and did not deploy moves to `refused`.
+ */
+function showServed(w: Work): void {
+  const r = w.report;
+  const good = w.state.lastGood;
+  if (r.fingerprint !== undefined && r.refused === undefined) {
+    r.refused = { fingerprint: r.fingerprint, version: r.version, notAfter: r.notAfter, origin: r.origin };
+  }
+  r.fingerprint = good?.fingerprint;
+  r.version = good?.version;
+  r.notAfter = good?.notAfter;
+  r.origin = good?.origin;
+}
+
 async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
   const r = w.report;
   const now = rt.clock.now().toISOString();
@@ -455,7 +481,7 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
   await rt.state.put({
     name: w.cert.name,
     lastGood,
-    lastResult: { result: r.result, at: now, error: r.error, findings: r.findings, failures },
+    lastResult: { result: r.result, at: now, error: r.error, ...(r.refused ? { refused: r.refused } : {}), findings: r.findings, failures },
     // A deployment this cycle attempted ended in commit or rollback; one it did not attempt
     // leaves the marker of an interrupted earlier run in place.
     ...(w.material === undefined && w.state.pending ? { pending: w.state.pending } : {}),
@@ -464,10 +490,11 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     event: 'rotation',
     cert: w.cert.name,
     result: r.result,
-    fingerprint: r.fingerprint,
+    // The material this rotation was about: for a failed one, the one not deployed.
+    fingerprint: r.refused?.fingerprint ?? r.fingerprint,
     previousFingerprint: r.previousFingerprint,
-    version: r.version,
-    origin: r.origin,
+    version: r.refused ? r.refused.version : r.version,
+    origin: r.refused ? r.refused.origin : r.origin,
     error: r.error,
     rules: r.findings?.map((f) => `${f.rule}:${f.severity}`),
     targets: w.cert.targets.map((t) => t.description),

@@ -19,9 +19,19 @@ export interface LastGood extends DeployedSummary {
   readonly targets: readonly string[];
 }
 
+/** Material a cycle fetched and did not deploy (refused by policy, failed reload or verification). */
+export interface RefusedMaterial {
+  readonly fingerprint: string;
+  readonly version?: string | undefined;
+  readonly notAfter?: string | undefined;
+  readonly origin?: string | undefined;
+}
+
 export interface LastResult {
   readonly result: CycleOutcome;
   readonly at: string;
+  /** With result "failed": what was fetched and not deployed (`lastGood` is what is still served). */
+  readonly refused?: RefusedMaterial | undefined;
   readonly error?: { readonly code: string; readonly message: string } | undefined;
   readonly findings?: readonly Finding[] | undefined;
   /** Consecutive failures, for backoff. */

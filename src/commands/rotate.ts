@@ -13,9 +13,11 @@ export function printCycle(report: CycleReport, json: boolean, out: (t: string) 
     out(`${JSON.stringify(report, null, 2)}\n`);
     return;
   }
+  // FINGERPRINT and NOT AFTER are what is served; a failed row names what it refused in DETAIL.
   const rows = [['CERTIFICATE', 'RESULT', 'FINGERPRINT', 'NOT AFTER', 'DETAIL']];
   for (const c of report.certificates) {
-    const detail = c.error ? `${c.error.code}: ${c.error.message}` : (c.reason ?? (c.result === 'deployed' ? `from ${c.origin ?? '?'}` : ''));
+    const refused = c.refused ? `refused ${shortFingerprint(c.refused.fingerprint)}: ` : '';
+    const detail = c.error ? `${refused}${c.error.code}: ${c.error.message}` : (c.reason ?? (c.result === 'deployed' ? `from ${c.origin ?? '?'}` : ''));
     rows.push([c.name, c.result, shortFingerprint(c.fingerprint), c.notAfter ?? '-', detail]);
   }
   out(table(rows));

@@ -7,7 +7,7 @@ import { parseDuration } from '../duration.js';
 import { messageOf } from '../errors.js';
 import { type Health, healthOf } from '../health.js';
 import { configuredNames } from '../discovery.js';
-import { StateStore, type CertState } from '../state.js';
+import { StateStore, type CertState, type RefusedMaterial } from '../state.js';
 import { shortFingerprint, table } from './common.js';
 
 export interface StatusEntry {
@@ -21,6 +21,8 @@ export interface StatusEntry {
   lastResult: string | null;
   lastAt: string | null;
   error: { code: string; message: string } | null;
+  /** When the last cycle failed: the material it fetched and did not deploy (`fingerprint` is still served). */
+  refused: RefusedMaterial | null;
   rules: string[];
   configured: boolean;
 }
@@ -37,6 +39,7 @@ export function statusEntry(s: CertState, configured: boolean): StatusEntry {
     lastResult: s.lastResult?.result ?? null,
     lastAt: s.lastResult?.at ?? null,
     error: s.lastResult?.error ?? null,
+    refused: s.lastResult?.refused ?? null,
     rules: (s.lastResult?.findings ?? []).map((f) => `${f.rule}:${f.severity}`),
     configured,
   };
@@ -119,7 +122,7 @@ socket for its live state; shows no key material. Exit 0 (with --health: 0 healt
         e.notAfter ?? '-',
         e.version ?? '-',
         e.lastResult ? `${e.lastResult} at ${e.lastAt}` : 'never run',
-        e.error ? `${e.error.code}: ${e.error.message}` : e.targets.join(', '),
+        e.error ? `${e.refused ? `refused ${shortFingerprint(e.refused.fingerprint)}: ` : ''}${e.error.code}: ${e.error.message}` : e.targets.join(', '),
       ]);
     }
     io.out(table(rows));
