@@ -6,7 +6,7 @@ import { CertdError } from '../errors.js';
 import { enforceFipsRuntime } from '../fips.js';
 import { acquireLock } from '../lock.js';
 import { runCycle, type CycleReport } from '../rotate.js';
-import { openRuntime, shortFingerprint, table } from './common.js';
+import { openRuntime, shortFingerprint, table, warnIfEmpty } from './common.js';
 
 export function printCycle(report: CycleReport, json: boolean, out: (t: string) => void): void {
   if (json) {
@@ -28,11 +28,11 @@ export const rotateCommand: Command = {
   summary: 'certd rotate --now: one full cycle (fetch, check, deploy, reload, verify) now.',
   usage: 'certd rotate --now [--config F] [--cert NAME] [--dry-run] [--json]',
   help: `Options:
-  --now          required: run the cycle now
-  --config F     config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --cert NAME    only this certificate
-  --dry-run      fetch and check, report what would be deployed; change nothing
-  --json         print the cycle report as JSON on stdout
+  --now              required: run the cycle now
+  -c, --config F     config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
+  --cert NAME        only this certificate
+  --dry-run          fetch and check, report what would be deployed; change nothing
+  --json             print the cycle report as JSON on stdout
 
 A certificate that fails is reported and the others are still processed. Material that fails
 the policy is never deployed; a failed reload test or verification rolls back to the previous
@@ -82,6 +82,7 @@ export function progressReporter(io: Pick<Io, 'isTTY' | 'err'>, json: boolean, c
  */
 export async function rotateViaDaemon(a: RotateArgs, io: Io): Promise<number | undefined> {
   const loaded = loadConfig(a.config, io.env);
+  warnIfEmpty(loaded, io);
   const count = a.cert === undefined ? loaded.config.certificates.length : 1;
   const progress = progressReporter(io, a.json, count);
   const answer = await askDaemon(

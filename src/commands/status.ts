@@ -8,7 +8,7 @@ import { messageOf } from '../errors.js';
 import { type Health, healthOf } from '../health.js';
 import { configuredNames } from '../discovery.js';
 import { StateStore, type CertState } from '../state.js';
-import { shortFingerprint, table } from './common.js';
+import { shortFingerprint, table, warnIfEmpty } from './common.js';
 
 export interface StatusEntry {
   name: string;
@@ -80,20 +80,21 @@ export const statusCommand: Command = {
   summary: 'certd status: what is deployed for each certificate and how its last cycle ended.',
   usage: 'certd status [--config F] [--json] [--health]',
   help: `Options:
-  --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --json       {"certificates": [{"name","fingerprint","notAfter","version","lastResult",...}],
-               "daemon": {...}} (daemon: the running certd's live state, when one answers)
-  --health     a health check: one line per problem, exit 1 when there is any. A configured
-               certificate is a problem when it has never been deployed, when its last cycle
-               failed, or when what is deployed expires within renew_before (at most a sixth
-               of its lifetime, so short-lived issued certificates are judged fairly). With
-               --json: {"ok", "problems": [{"name","problem","message"}]}.
+  -c, --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
+  --json           {"certificates": [{"name","fingerprint","notAfter","version","lastResult",...}],
+                   "daemon": {...}} (daemon: the running certd's live state, when one answers)
+  --health         a health check: one line per problem, exit 1 when there is any. A configured
+                   certificate is a problem when it has never been deployed, when its last cycle
+                   failed, or when what is deployed expires within renew_before (at most a sixth
+                   of its lifetime, so short-lived issued certificates are judged fairly). With
+                   --json: {"ok", "problems": [{"name","problem","message"}]}.
 
 Reads the last-good records in state_dir and asks a running certd (certd run) over its control
 socket for its live state; shows no key material. Exit 0 (with --health: 0 healthy, 1 not).`,
   options: { config: { type: 'string' }, json: { type: 'boolean' }, health: { type: 'boolean' } },
   async run(v, _p, io) {
     const loaded = loadConfig(typeof v['config'] === 'string' ? v['config'] : undefined, io.env);
+    warnIfEmpty(loaded, io);
     if (v['health'] === true) {
       // From the state files, not the socket: the check must work whether or not the daemon answers.
       const health = await healthOfConfig(loaded, new Date());
