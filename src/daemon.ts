@@ -379,12 +379,13 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   }
 
   async #requested(request: RotateRequest, onProgress: ((p: Progress) => void) | undefined): Promise<CycleReport> {
-    this.#log.info({ step: 'control', cert: request.cert ?? null, dryRun: request.dryRun === true }, 'rotate requested over control socket');
+    this.#log.info({ step: 'control', cert: request.cert ?? null, dryRun: request.dryRun === true, force: request.force === true }, 'rotate requested over control socket');
     return this.#exclusive(async () => {
       if (this.#stop.signal.aborted) throw new CertdError('E_LOCKED', 'certd run is stopping; run certd rotate --now again once it has stopped');
       return this.#cycle('request', {
         only: request.cert,
         dryRun: request.dryRun === true,
+        force: request.force === true,
         onProgress: onProgress && ((done, total, name) => onProgress({ done, total, name })),
       });
     });
@@ -392,7 +393,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
 
   async #cycle(
     trigger: CycleTrigger,
-    o: { only?: string | undefined; dryRun?: boolean; include?: (name: string) => boolean; onProgress?: ((done: number, total: number, name: string) => void) | undefined },
+    o: { only?: string | undefined; dryRun?: boolean; force?: boolean; include?: (name: string) => boolean; onProgress?: ((done: number, total: number, name: string) => void) | undefined },
   ): Promise<CycleReport> {
     const rt = this.#rt;
     if (!rt) throw new CertdError('E_INTERNAL', 'the daemon has no runtime');
@@ -402,7 +403,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     this.#emit('cycle-start', { trigger, certificates: taking });
     this.#emit('status', this.#statusLine());
     try {
-      const report = await runCycle(rt, { only: o.only, dryRun: o.dryRun, include: o.include, onProgress: o.onProgress, stop: this.#stop.signal });
+      const report = await runCycle(rt, { only: o.only, dryRun: o.dryRun, force: o.force, include: o.include, onProgress: o.onProgress, stop: this.#stop.signal });
       if (!report.dryRun) await this.#reschedule(rt, report);
       logCycle(rt.log, report, trigger);
       const failed = report.certificates.filter((c) => c.result === 'failed').map((c) => c.name);
