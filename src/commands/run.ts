@@ -30,8 +30,11 @@ What it does:
   - logs one line per certificate and cycle (JSON, or text on a terminal with format: auto).
 
 Signals:
-  SIGHUP           re-read the config; a config that fails to load is logged and the running
-                   one stays (state_dir cannot change without a restart)
+  SIGHUP           re-read the config, then run a cycle of every certificate (backing off or
+                   not). A config that fails to load is logged, the running one stays and the
+                   cycle runs with it; /healthz ("configReload"), certd status and the metric
+                   certd_config_reload_ok (0) show the refusal until a reload is taken.
+                   state_dir cannot change without a restart
   SIGTERM, SIGINT  stop: no new cycle, a deployment in progress finishes, exit 0
 
 Exit: 0 after a clean stop; 1 when the lock is held by another certd; 2 on a configuration error.`,
