@@ -132,6 +132,35 @@ export function loadConfig(flag: string | undefined, env: NodeJS.ProcessEnv = pr
   return { config, path, resolvePath: (p) => (isAbsolute(p) ? p : resolve(base, p)) };
 }
 
+/**
+ * Where a config that does not load keeps its state: the `state_dir` the YAML names (read
+ * without the schema, so a mistake elsewhere does not hide it), else the default. Undefined when
+ * the text cannot be read at all. `certd status` uses it to find a running daemon's socket.
+ */
+export function stateDirHint(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  let text: string;
+  let base = process.cwd();
+  if (flag === undefined && env['CERTD_CONFIG'] === undefined && env['CERTD_CONFIG_YAML']) {
+    text = env['CERTD_CONFIG_YAML'];
+  } else {
+    const path = configPath(flag, env);
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch {
+      return undefined;
+    }
+    base = dirname(resolve(path));
+  }
+  let dir: unknown;
+  try {
+    dir = (parseDocument(text, { uniqueKeys: false }).toJS() as Record<string, unknown> | null)?.['state_dir'];
+  } catch {
+    dir = /^state_dir:\s*["']?([^"'#\s]+)/m.exec(text)?.[1];
+  }
+  const stateDir = typeof dir === 'string' && dir !== '' ? dir : '/run/certd';
+  return isAbsolute(stateDir) ? stateDir : resolve(base, stateDir);
+}
+
 export function parseConfigText(text: string, path = '<config>'): Config {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });

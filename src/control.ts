@@ -4,7 +4,7 @@
  * the daemon's user (and root) can ask it anything.
  *
  * Protocol: newline-delimited JSON. Each request is one line:
- *   {"op":"rotate","cert"?:"web","dryRun"?:false,"progress"?:false}
+ *   {"op":"rotate","cert"?:"web","dryRun"?:false,"force"?:false,"progress"?:false}
  *   {"op":"status"}
  * Each answer is zero or more progress lines {"progress":{"done":1,"total":3,"name":"web"}} (only
  * for a rotate that asked for them) followed by exactly one final line: the CycleReport (what
@@ -32,6 +32,8 @@ export interface RotateRequest {
   readonly op: 'rotate';
   readonly cert?: string | undefined;
   readonly dryRun?: boolean | undefined;
+  /** rotate --now --force: deploy although nothing changed (CycleOptions.force). */
+  readonly force?: boolean | undefined;
   readonly progress?: boolean | undefined;
 }
 
@@ -71,7 +73,7 @@ function parseRequest(line: string): ControlRequest {
   if (r?.['op'] === 'rotate') {
     const cert = r['cert'];
     if (cert !== undefined && (typeof cert !== 'string' || !/^[a-z0-9-]+$/.test(cert))) throw new CertdError('E_CONFIG', 'control request: "cert" must be a certificate name');
-    return { op: 'rotate', cert, dryRun: r['dryRun'] === true, progress: r['progress'] === true };
+    return { op: 'rotate', cert, dryRun: r['dryRun'] === true, force: r['force'] === true, progress: r['progress'] === true };
   }
   throw new CertdError('E_CONFIG', `control request: unknown op ${JSON.stringify(r?.['op'] ?? null)} (known: rotate, status)`);
 }

@@ -3,6 +3,7 @@
  * distinct reload spec, verify, and commit or roll back. A failure of one certificate never
  * stops the others; what is deployed is always a whole, policy-checked set.
  */
+import { createHash } from 'node:crypto';
 import { checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
@@ -34,6 +35,12 @@ export interface CertificateReport {
   /** A failed certificate's material that was fetched and not deployed. */
   refused?: RefusedMaterial | undefined;
   findings?: Finding[] | undefined;
+  /**
+   * Targets of the last deployment that are no longer configured (a changed `dir`, a removed
+   * target), named once, in the cycle that deployed without them: certd no longer manages what
+   * it left there, and removes nothing a server may still read.
+   */
+  leftBehind?: string[] | undefined;
   durationMs: number;
 }
 
@@ -50,6 +57,11 @@ export interface CycleOptions {
   /** Only this certificate (--cert). */
   only?: string | undefined;
   dryRun?: boolean | undefined;
+  /**
+   * rotate --now --force: issuers issue a new certificate (and key) although theirs is not due,
+   * and every other certificate is deployed again although the source has nothing new.
+   */
+  force?: boolean | undefined;
   signal?: AbortSignal | undefined;
   /** Skip due-time checks of issuers (rotate --now forces nothing else). */
   onProgress?: ((done: number, total: number, name: string) => void) | undefined;
@@ -126,7 +138,7 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
   await prefetchAll(certs, rt.log, fetchSignal);
   let done = 0;
   await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
-    const w = await prepare(rt, cert, dryRun, signal, fetchSignal);
+    const w = await prepare(rt, cert, { dryRun, force: options.force === true }, signal, fetchSignal);
     work.push(w);
     options.onProgress?.(++done, certs.length, cert.name);
   });
@@ -142,6 +154,7 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
       await t.commit(signal).catch((err: unknown) => rt.log.warn({ cert: w.cert.name, target: t.description, err: messageOf(err) }, 'cleaning up after commit failed'));
     }
     w.report.result = 'deployed';
+    await reportLeftBehind(rt, w);
   }
   for (const w of work) {
     if (w.report.result === 'failed') showServed(w);
@@ -182,8 +195,46 @@ async function expandEntries(rt: Runtime, entries: readonly CertificateRuntime[]
   return out;
 }
 
+/**
+ * A digest of how the certificate's targets are configured (dir, mode, group, owner, layout,
+ * url, ...): the last deployment records it, and a different one means the targets must be
+ * written again even when the certificate is the same.
+ */
+export function targetConfigDigest(cert: Pick<CertificateRuntime, 'config'>): string {
+  return createHash('sha256').update(JSON.stringify(cert.config?.targets ?? null)).digest('hex');
+}
+
+/**
+ * Why the targets need this certificate again although it may be unchanged, or undefined. A
+ * record written before target digests were kept is taken as matching (no mass redeployment
+ * on upgrade); its next deployment records the digest.
+ */
+function targetsChanged(cert: CertificateRuntime, lastGood: LastGood | undefined): string | undefined {
+  if (!lastGood) return undefined;
+  const now = cert.targets.map((t) => t.description);
+  if (JSON.stringify(lastGood.targets) !== JSON.stringify(now)) return 'the targets changed';
+  if (lastGood.targetConfig !== undefined && lastGood.targetConfig !== targetConfigDigest(cert)) return 'the target configuration changed';
+  return undefined;
+}
+
+/** Targets of the last deployment this one no longer has: named in the report, the log and the audit trail. */
+async function reportLeftBehind(rt: Runtime, w: Work): Promise<void> {
+  const now = new Set(w.cert.targets.map((t) => t.description));
+  const gone = (w.state.lastGood?.targets ?? []).filter((t) => !now.has(t));
+  if (gone.length === 0) return;
+  w.report.leftBehind = gone;
+  for (const t of gone) {
+    rt.log.warn(
+      { cert: w.cert.name, step: 'targets', target: t },
+      `${t} is no longer a target of ${w.cert.name}: certd deployed it elsewhere and manages nothing there any more; what it wrote there (the private key too) stays until you remove it once nothing reads it`,
+    );
+    await audit(rt, { event: 'target-retired', cert: w.cert.name, target: t, fingerprint: w.state.lastGood?.fingerprint });
+  }
+}
+
 /** Fetch, policy, compare and stage one certificate. Never throws: failures land in the report. */
-async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, signal: AbortSignal, fetchSignal: AbortSignal = signal): Promise<Work> {
+async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boolean; force: boolean }, signal: AbortSignal, fetchSignal: AbortSignal = signal): Promise<Work> {
+  const dryRun = o.dryRun;
   const state = await rt.state.get(cert.name).catch(() => ({ name: cert.name }) as CertState);
   const w: Work = { cert, state, started: Date.now(), report: { name: cert.name, result: 'failed', durationMs: 0 }, staged: [] };
   const log = rt.log.child({ cert: cert.name });
@@ -194,7 +245,10 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     // deleted behind certd's back) gets it again even when the source has nothing new.
     const lost = deployed ? await lostTargets(cert.targets, deployed.fingerprint, fetchSignal) : [];
     if (lost.length > 0) log.warn({ step: 'check', targets: lost, fingerprint: deployed?.fingerprint }, 'a target no longer holds the deployed certificate; deploying again');
-    if (isIssuer(cert.source) && deployed && !state.pending && lost.length === 0) {
+    const changed = targetsChanged(cert, state.lastGood);
+    if (changed) log.info({ step: 'check', targets: cert.targets.map((t) => t.description) }, `${changed} since the last deployment; deploying again`);
+    const again = o.force ? 'forced (rotate --now --force)' : changed;
+    if (isIssuer(cert.source) && deployed && !state.pending && lost.length === 0 && again === undefined) {
       const due = cert.source.dueAt(deployed);
       if (rt.clock.now() < due) {
         Object.assign(w.report, { result: 'unchanged', fingerprint: deployed.fingerprint, version: deployed.version, notAfter: deployed.notAfter, reason: `not due until ${due.toISOString()}` });
@@ -214,12 +268,12 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
       if (!dryRun) await audit(rt, { event: 'policy-refusal', cert: cert.name, fingerprint: material.fingerprint, version: material.version, origin: material.origin, rules: rejects.map((f) => f.rule) });
       throw new CertdError('E_POLICY', `checking ${cert.name} from ${material.origin}: refused by policy: ${rejects.map((f) => `${f.rule} (${f.message})`).join('; ')}`, { details: { rules: rejects.map((f) => f.rule) } });
     }
-    const targets = cert.targets.map((t) => t.description);
-    const sameTargets = state.lastGood !== undefined && JSON.stringify(state.lastGood.targets) === JSON.stringify(targets);
-    if (state.lastGood && state.lastGood.digest === material.digest && sameTargets && !state.pending && lost.length === 0) {
+    if (state.lastGood && state.lastGood.digest === material.digest && again === undefined && !state.pending && lost.length === 0) {
       Object.assign(w.report, { result: 'unchanged', reason: 'same as deployed' });
       return w;
     }
+    if (again !== undefined && state.lastGood?.digest === material.digest) w.report.reason = `${again}: the same certificate again`;
+    else if (o.force) w.report.reason = 'forced (rotate --now --force)';
     if (dryRun) {
       w.report.result = 'would-deploy';
       return w;
@@ -462,6 +516,7 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
       dnsNames: m.dnsNames,
       deployedAt: now,
       targets: w.cert.targets.map((t) => t.description),
+      targetConfig: targetConfigDigest(w.cert),
     };
   }
   const failures = r.result === 'failed' ? (w.state.lastResult?.failures ?? 0) + 1 : 0;

@@ -17,6 +17,8 @@ export interface LastGood extends DeployedSummary {
   readonly dnsNames: readonly string[];
   readonly deployedAt: string;
   readonly targets: readonly string[];
+  /** targetConfigDigest of the targets' configuration at deployment (absent in older records). */
+  readonly targetConfig?: string | undefined;
 }
 
 /** Material a cycle fetched and did not deploy (refused by policy, failed reload or verification). */
