@@ -120,6 +120,9 @@ function errorAnswer(err: unknown): { ok: false; error: { code: string; message:
   return { ok: false, error: err instanceof CertdError ? { code: err.code, message: err.message } : { code: 'E_INTERNAL', message: messageOf(err) } };
 }
 
+/** How long a refused or finished connection is kept for its client to read the last line. */
+const LINGER_MS = 1_000;
+
 /**
  * Listens on `path`, replacing a stale socket file. The caller MUST hold the deployment lock, which
  * is what proves that no other daemon is using the socket.
@@ -146,10 +149,15 @@ export async function listenControl(path: string, handler: ControlHandler, log: 
     log.warn({ step: 'control', ...fields, ...(last?.suppressed ? { suppressedSinceLast: last.suppressed } : {}) }, msg);
   };
   let closing = false;
-  /** After a last line: what the client wrote is never read, so the socket goes once it is out. */
+  /**
+   * After a last line: what the client writes from now on is read and dropped until it hangs up,
+   * for at most a second. Destroying the socket as soon as the line is out would make a client
+   * that writes its request just then fail with EPIPE before it reads why it was refused.
+   */
   const closeSoon = (conn: Socket): void => {
-    conn.once('finish', () => conn.destroy());
-    setTimeout(() => conn.destroy(), limits.stallMs).unref();
+    conn.on('end', () => conn.destroy());
+    conn.resume();
+    setTimeout(() => conn.destroy(), Math.min(limits.stallMs, LINGER_MS)).unref();
   };
   const server: Server = createServer((conn) => {
     conn.on('error', () => undefined); // a client that went away mid-answer is not our problem

@@ -204,6 +204,28 @@ describe('control socket bounds', { timeout: 120_000 }, () => {
     }
   });
 
+  it('a refused client always reads why, even when its request crosses the refusal (no EPIPE)', async () => {
+    const h = await harness({ maxConnections: 0 });
+    try {
+      const answers = await Promise.all(Array.from({ length: 300 }, () =>
+        askDaemon(h.stateDir, { op: 'status' }, { timeoutMs: 10_000 }).then(() => 'answered', (err: unknown) => (err instanceof CertdError ? `${err.code}: ${err.message}` : String(err)))));
+      const odd = answers.filter((a) => !/^E_LOCKED: control connection refused: the running certd has 0 control connections open/.test(a));
+      assert.deepEqual(odd, [], 'every client was told it was refused');
+      // The slow case made certain: the request is written well after the refusal went out.
+      const s = createConnection(h.server.path);
+      const errors: string[] = [];
+      s.on('error', (err: NodeJS.ErrnoException) => errors.push(err.code ?? err.message));
+      await new Promise((resolve) => s.once('connect', resolve));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const text = readAll(s);
+      s.write('{"op":"status"}\n');
+      assert.match(await text, /control connection refused/);
+      assert.deepEqual(errors, []);
+    } finally {
+      await h.server.close();
+    }
+  });
+
   it('close() drops every connection and the requests still queued on them', async () => {
     let release: () => void = () => undefined;
     const gate = new Promise<void>((r) => (release = r));
