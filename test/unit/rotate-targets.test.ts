@@ -29,12 +29,14 @@ function someGroup(): string {
   return line?.split(':')[0] ?? 'root';
 }
 
+// One PKI for the file: making one costs seconds of openssl.
+before(() => {
+  const pki = new TestPki(join(root, 'pki'));
+  pki.publish(pki.leaf('f', { dns: ['f.test'] }), join(root, 'src-f'));
+  pki.publish(pki.leaf('web', { dns: ['web.test'] }), join(root, 'src-web'));
+});
+
 describe('rotate --now --force', () => {
-  let pki: TestPki;
-  before(() => {
-    pki = new TestPki(join(root, 'pki'));
-    pki.publish(pki.leaf('f', { dns: ['f.test'] }), join(root, 'src-f'));
-  });
 
   const cfg = `state_dir: ${root}/state-force
 fips_runtime: off
@@ -87,12 +89,8 @@ certificates:
 });
 
 describe('a changed target configuration', () => {
-  before(() => {
-    const pki = new TestPki(join(root, 'pki-t'));
-    pki.publish(pki.leaf('web', { dns: ['web.test'] }), join(root, 'src-web'));
-  });
   const cfg = (target: string) => `state_dir: ${root}/state-targets
-policy: { trust_anchors: ${root}/pki-t/root.pem }
+policy: { trust_anchors: ${root}/pki/root.pem }
 fips_runtime: off
 certificates:
   - name: web
