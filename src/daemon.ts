@@ -562,7 +562,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   /** The health rule of health.ts over the configured certificates' state files. */
   async health(): Promise<Health> {
     const loaded = this.#rt?.loaded;
-    return loaded ? healthOfConfig(loaded, this.#clock.now()) : { ok: false, problems: [] };
+    return loaded ? healthOfConfig(loaded, this.#clock.now()) : { ok: false, problems: [], warnings: [] };
   }
 
   status(): DaemonStatus {
