@@ -627,7 +627,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   /** The health rule of health.ts over the configured certificates' state files. */
   async health(): Promise<DaemonHealth> {
     const loaded = this.#rt?.loaded;
-    const h = loaded ? await healthOfConfig(loaded, this.#clock.now()) : { ok: false, problems: [] };
+    const h = loaded ? await healthOfConfig(loaded, this.#clock.now()) : { ok: false, problems: [], warnings: [] };
     return { ...h, configReload: this.#configReload };
   }
 

@@ -2,10 +2,14 @@
  * When certd counts as healthy. One rule serves `certd status --health` (the ECS health check),
  * the daemon's `/healthz` and its choice of which failing certificates to retry every cycle.
  *
- * A configured certificate is a problem when
+ * Healthy means: every configured certificate is serving a valid certificate that is not about
+ * to expire. A configured certificate is a problem (unhealthy) when
  *   - it has never been deployed (no last-good record), or
- *   - its last cycle failed (the last good deployment may still be serving), or
  *   - what is deployed is expiring: its notAfter is within `urgentMargin` (below).
+ * Its last cycle having failed (a source down, bad material refused, a rolled-back deployment)
+ * is a warning: the last good deployment keeps serving, and a health check that failed on it
+ * would turn a source outage into a serving outage (ECS replaces the task, and the new task has
+ * nothing to serve while the source is down). A failure that lasts shows as `expiring` in time.
  * Certificates in the state directory that are no longer configured are ignored.
  */
 import type { DeployedSummary } from './contracts.js';
@@ -19,8 +23,12 @@ export interface HealthProblem {
 }
 
 export interface Health {
+  /** No problems (warnings allowed). */
   readonly ok: boolean;
+  /** What makes certd unhealthy: never-deployed or expiring. */
   readonly problems: readonly HealthProblem[];
+  /** Failed last cycles while a valid last-good certificate is still served ('failed'). */
+  readonly warnings: readonly HealthProblem[];
 }
 
 /**
@@ -39,9 +47,10 @@ export function isExpiring(deployed: Pick<DeployedSummary, 'notBefore' | 'notAft
   return new Date(deployed.notAfter).getTime() - now.getTime() <= urgentMargin(deployed, renewBeforeMs);
 }
 
-/** The problems of the configured certificates `names`, given their state records. */
+/** The problems and warnings of the configured certificates `names`, given their state records. */
 export function healthOf(names: readonly string[], states: ReadonlyMap<string, CertState>, renewBeforeMs: number, now: Date): Health {
   const problems: HealthProblem[] = [];
+  const warnings: HealthProblem[] = [];
   for (const name of names) {
     const s = states.get(name);
     const good = s?.lastGood;
@@ -53,7 +62,7 @@ export function healthOf(names: readonly string[], states: ReadonlyMap<string, C
     }
     if (last?.result === 'failed') {
       const err = last.error ? `: ${last.error.code}: ${last.error.message}` : '';
-      problems.push({ name, problem: 'failed', message: `${name}: last cycle failed at ${last.at}${err} (still serving ${good.fingerprint.slice(0, 23)}…, not after ${good.notAfter})` });
+      warnings.push({ name, problem: 'failed', message: `${name}: last cycle failed at ${last.at}${err} (still serving ${good.fingerprint.slice(0, 23)}…, not after ${good.notAfter})` });
     }
     if (isExpiring(good, renewBeforeMs, now)) {
       const left = new Date(good.notAfter).getTime() - now.getTime();
@@ -64,5 +73,5 @@ export function healthOf(names: readonly string[], states: ReadonlyMap<string, C
       });
     }
   }
-  return { ok: problems.length === 0, problems };
+  return { ok: problems.length === 0, problems, warnings };
 }

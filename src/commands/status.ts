@@ -88,11 +88,14 @@ export const statusCommand: Command = {
   -c, --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
   --json           {"certificates": [{"name","fingerprint","notAfter","version","lastResult",...}],
                    "daemon": {...}} (daemon: the running certd's live state, when one answers)
-  --health         a health check: one line per problem, exit 1 when there is any. A configured
-                   certificate is a problem when it has never been deployed, when its last cycle
-                   failed, or when what is deployed expires within renew_before (at most a sixth
-                   of its lifetime, so short-lived issued certificates are judged fairly). With
-                   --json: {"ok", "problems": [{"name","problem","message"}]}.
+  --health         a health check: healthy means every configured certificate serves a valid
+                   certificate that is not about to expire. One line per problem, exit 1 when
+                   there is any: a certificate never deployed, or what is deployed expires within
+                   renew_before (at most a sixth of its lifetime, so short-lived issued
+                   certificates are judged fairly). A failed last cycle while the last good
+                   certificate is still served (a source outage) is a warning: printed as
+                   "warning: ...", exit 0. With --json: {"ok", "problems": [{"name","problem",
+                   "message"}], "warnings": [...]}.
 
 Reads the last-good records in state_dir and asks a running certd (certd run) over its control
 socket for its live state: when each certificate is tried next, and how the last SIGHUP ended.
@@ -140,7 +143,10 @@ async function askByHint(flag: string | undefined, env: NodeJS.ProcessEnv): Prom
 
 function printHealth(health: Health, json: boolean, io: Io, count?: number): number {
   if (json) io.out(`${JSON.stringify(health, null, 2)}\n`);
-  else io.out(health.ok ? `ok: ${count ?? 'every'} certificate(s) deployed and current\n` : health.problems.map((p) => `${p.message}\n`).join(''));
+  else {
+    const lines = health.ok ? [`ok: ${count ?? 'every'} certificate(s) deployed and current`] : health.problems.map((p) => p.message);
+    io.out([...lines, ...(health.warnings ?? []).map((w) => `warning: ${w.message}`)].map((l) => `${l}\n`).join(''));
+  }
   return health.ok ? EXIT_OK : EXIT_FAIL;
 }
 

@@ -6,10 +6,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { captureOutput } from '../helpers/capture.js';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseConfigText } from '../../src/config.js';
 import { runCertd, shmDir } from '../helpers/cli.js';
+import { issueLeafWithOpenssl, makeCa, makeKey } from '../helpers/openssl-ca.js';
 
 const DOCKERFILE = resolve('deploy/ecs/Dockerfile');
 const TASK_DEFINITION = resolve('deploy/ecs/task-definition.json');
@@ -174,6 +175,52 @@ ${failing ? `  - name: broken
       const h = await runCertd(asLocal(docker.healthcheck), { env: envFor(true) });
       assert.notEqual(h.code, 0, h.stdout + h.stderr);
       assert.match(h.stdout + h.stderr, /broken/);
+    });
+
+    it('a source outage while the last good set is served: the health check passes with a warning, and certd-init lets nginx start', async () => {
+      // A file source that works, then goes away (a Secrets Manager outage as certd sees it).
+      const base = join(shm.dir, 'outage');
+      mkdirSync(base);
+      const ca = makeCa(base, 'Outage Test Root', 'ec-p256');
+      const key = makeKey('ec-p256');
+      const leaf = { certPath: join(base, 'web.pem'), keyPath: join(base, 'web.key') };
+      writeFileSync(leaf.certPath, issueLeafWithOpenssl(base, ca, key, { cn: 'web.example.test', sans: ['web.example.test'], days: 90 }) + ca.certPem);
+      writeFileSync(leaf.keyPath, key, { mode: 0o600 });
+      const yaml = `fips_runtime: auto
+state_dir: ${join(base, 'state')}
+certificates:
+  - name: web
+    source: { type: file, cert: ${leaf.certPath}, key: ${leaf.keyPath} }
+    targets:
+      - { type: tmpfs, dir: ${join(base, 'deploy', 'web.example.test')} }
+`;
+      const env: NodeJS.ProcessEnv = { ...process.env, CERTD_CONFIG_YAML: yaml };
+      delete env['CERTD_CONFIG'];
+      const init = task.containerDefinitions.find((c) => c.name === 'certd-init')!;
+      const first = await runCertd(asLocal(argvOf(docker, init)), { env });
+      assert.equal(first.code, 0, first.stdout + first.stderr);
+      // The source goes down.
+      rmSync(leaf.certPath);
+      rmSync(leaf.keyPath);
+      const again = await runCertd(asLocal(argvOf(docker, init)), { env });
+      assert.equal(again.code, 1, again.stdout + again.stderr);
+      assert.ok(existsSync(join(base, 'deploy', 'web.example.test', 'privkey.pem')), 'the last good set is still deployed');
+      for (const health of [docker.healthcheck, healthArgv(task.containerDefinitions.find((c) => c.name === 'certd')!)]) {
+        const h = await runCertd(asLocal(health), { env });
+        assert.equal(h.code, 0, `${health.join(' ')} must pass while the last good certificate is served: ${h.stdout}${h.stderr}`);
+        assert.match(h.stdout, /warning: web: last cycle failed at .*E_SOURCE/);
+      }
+      const json = await runCertd([...asLocal(docker.healthcheck), '--json'], { env });
+      const parsed = JSON.parse(json.stdout) as { ok: boolean; problems: unknown[]; warnings: { name: string; problem: string }[] };
+      assert.equal(parsed.ok, true);
+      assert.deepEqual(parsed.warnings.map((w) => [w.name, w.problem]), [['web', 'failed']]);
+      // certd-init failing (a source down) must not keep nginx or the daemon from starting: they
+      // start once it has finished, whatever its exit code, and serve what is there.
+      for (const name of ['nginx', 'certd']) {
+        const c = task.containerDefinitions.find((x) => x.name === name)!;
+        const dep = c.dependsOn?.find((d) => d.containerName === 'certd-init');
+        assert.equal(dep?.condition, 'COMPLETE', `${name} must start when certd-init has completed, even unsuccessfully`);
+      }
     });
 
     it('the sidecar (certd run) starts from the environment config, stays healthy and stops on SIGTERM', async () => {

@@ -54,13 +54,30 @@ describe('health', () => {
     const h = healthOf(['ok', 'failed', 'old', 'expired', 'never'], states, 30 * DAY, now);
     assert.equal(h.ok, false);
     assert.deepEqual(h.problems.map((p) => [p.name, p.problem]), [
-      ['failed', 'failed'],
       ['old', 'expiring'],
       ['expired', 'expiring'],
       ['never', 'never-deployed'],
     ]);
-    assert.match(h.problems[0]!.message, /^failed: last cycle failed at .*E_SOURCE: fetching secrets-manager:web: access denied/);
-    assert.match(h.problems[2]!.message, /expired at/);
-    assert.deepEqual(healthOf(['ok'], states, 30 * DAY, now), { ok: true, problems: [] });
+    assert.match(h.problems[1]!.message, /expired at/);
+    assert.deepEqual(h.warnings.map((p) => [p.name, p.problem]), [['failed', 'failed']]);
+    assert.deepEqual(healthOf(['ok'], states, 30 * DAY, now), { ok: true, problems: [], warnings: [] });
+  });
+
+  it('a failing source while a valid last-good certificate is served is a warning, not unhealthy', () => {
+    const failed: CertState = {
+      ...good('web', 200 * DAY, 365 * DAY),
+      lastResult: { result: 'failed', at: now.toISOString(), failures: 5, error: { code: 'E_SOURCE', message: 'fetching secrets-manager:prod/web/tls: connect ECONNREFUSED' } },
+    };
+    const h = healthOf(['web'], new Map([['web', failed]]), 30 * DAY, now);
+    assert.equal(h.ok, true);
+    assert.deepEqual(h.problems, []);
+    assert.equal(h.warnings.length, 1);
+    assert.match(h.warnings[0]!.message, /^web: last cycle failed at .*E_SOURCE: fetching secrets-manager:prod\/web\/tls: connect ECONNREFUSED \(still serving AA:BB/);
+    // The same failure once the served certificate is about to expire: unhealthy (expiring), and still warned.
+    const late: CertState = { ...failed, lastGood: good('web', 2 * DAY, 365 * DAY).lastGood! };
+    const h2 = healthOf(['web'], new Map([['web', late]]), 30 * DAY, now);
+    assert.equal(h2.ok, false);
+    assert.deepEqual(h2.problems.map((p) => p.problem), ['expiring']);
+    assert.deepEqual(h2.warnings.map((p) => p.problem), ['failed']);
   });
 });

@@ -9,7 +9,7 @@ import { samples } from '../helpers/metrics.js';
 describe('metrics server', () => {
   let metrics: PromMetrics;
   let server: MetricsServer;
-  let health: Health = { ok: true, problems: [] };
+  let health: Health = { ok: true, problems: [], warnings: [] };
 
   before(async () => {
     metrics = await createPromMetrics();
@@ -48,9 +48,13 @@ describe('metrics server', () => {
   });
 
   it('/healthz answers 200 when healthy and 503 with the problems when not', async () => {
-    health = { ok: true, problems: [] };
+    health = { ok: true, problems: [], warnings: [] };
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
-    health = { ok: false, problems: [{ name: 'web', problem: 'failed', message: 'web: last cycle failed' }] };
+    health = { ok: true, problems: [], warnings: [{ name: 'web', problem: 'failed', message: 'web: last cycle failed' }] };
+    const warned = await fetch(`${server.url}/healthz`);
+    assert.equal(warned.status, 200, 'a warning (a failing source) is not unhealthy');
+    assert.deepEqual(await warned.json(), health);
+    health = { ok: false, problems: [{ name: 'web', problem: 'expiring', message: 'web: the deployed certificate expired' }], warnings: [] };
     const res = await fetch(`${server.url}/healthz`);
     assert.equal(res.status, 503);
     assert.deepEqual(await res.json(), health);
