@@ -136,6 +136,9 @@ export interface AtomicDirOptions {
   readonly keyMode: number;
   readonly uid?: number | undefined;
   readonly gid?: number | undefined;
+  /** For messages: `owner` and `group` as configured. */
+  readonly ownerName?: string | undefined;
+  readonly groupName?: string | undefined;
   readonly allowDisk: boolean;
   /** For messages: which certificate this directory serves. */
   readonly certName: string;
@@ -181,6 +184,22 @@ export class AtomicDir {
   }
 
   /** Removes a temp link and every set but `keep` (leftovers of an interrupted run, old sets). */
+  /**
+   * EPERM from fchown/lchown: a user that is not root may give its files only to a group it is a
+   * member of. Says which group, who certd runs as, and the fix, rather than the bare errno.
+   */
+  #chownRefused(err: unknown): string | undefined {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code !== 'EPERM' || !/chown/.test(e.syscall ?? '')) return undefined;
+    const { uid, gid, groupName, ownerName } = this.#o;
+    const me = process.getuid?.() ?? -1;
+    if (gid !== undefined && (uid === undefined || uid === me)) {
+      const group = groupName ?? String(gid);
+      return `cannot give the files to group "${group}" (gid ${gid}): certd runs as uid ${me} (not root) and is not a member of group ${group}; run certd as root or as a member of that group (e.g. as its primary group: User=/Group=, ECS "user": "${me}:${gid}"), or set \`group:\` to a group certd's user belongs to`;
+    }
+    return `cannot give the files to ${ownerName ?? uid ?? '?'}${gid === undefined ? '' : `:${groupName ?? gid}`}: certd runs as uid ${me} (not root), and only root may change a file's owner; run certd as root or remove \`owner:\` from the target`;
+  }
+
   async #cleanStale(keep: ReadonlySet<string>): Promise<void> {
     const { dir } = this.#o;
     await unlink(join(dir, TMP_LINK)).catch(() => undefined);
@@ -245,7 +264,7 @@ export class AtomicDir {
       await this.#linkFiles(previous ? await readdir(join(dir, previous)).catch(() => []) : []).catch(() => undefined);
       if (!previous) await unlink(join(dir, DATA_LINK)).catch(() => undefined);
       await rm(path, { recursive: true, force: true }).catch(() => undefined);
-      throw new CertdError('E_TARGET', `deploying ${certName} to ${dir}: ${messageOf(err)}`, { cause: err });
+      throw new CertdError('E_TARGET', `deploying ${certName} to ${dir}: ${this.#chownRefused(err) ?? messageOf(err)}`, { cause: err });
     }
     this.#previous = previous;
     this.#staged = version;
@@ -307,6 +326,8 @@ export const tmpfsTarget = {
       keyMode: config.group === undefined ? 0o600 : 0o640,
       uid,
       gid,
+      ownerName: config.owner,
+      groupName: config.group,
       allowDisk: config.allow_disk,
       certName: cert.name,
     };

@@ -12,11 +12,14 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCertd(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCertd(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number; gid?: number } = {}): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [CERTD, ...args], {
       env: { ...process.env, CERTD_LOG_FORMAT: 'json', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // As another user (the test runs as root): supplementary groups are dropped with it.
+      ...(opts.uid === undefined ? {} : { uid: opts.uid }),
+      ...(opts.gid === undefined ? {} : { gid: opts.gid }),
     });
     let stdout = '';
     let stderr = '';

@@ -85,7 +85,7 @@ function asLocal(argv: string[]): string[] {
 describe('ECS sidecar files', () => {
   const docker = parseDockerfile(readFileSync(DOCKERFILE, 'utf8'));
   const task = JSON.parse(readFileSync(TASK_DEFINITION, 'utf8')) as TaskDefinition;
-  const certdContainers = task.containerDefinitions.filter((c) => /certd/.test(c.image));
+  const certdContainers = task.containerDefinitions.filter((c) => /\/certd:/.test(c.image));
 
   it('the Dockerfile is multi-stage, installs production deps only, runs as non-root, checks health', () => {
     assert.ok(docker.stages >= 2, `stages: ${docker.stages}`);
