@@ -56,6 +56,8 @@ const OIDS: Readonly<Record<string, string>> = {
   '2.16.840.1.101.3.4.1.42': 'aes-256-cbc',
   '1.2.840.113549.3.7': 'des-ede3-cbc',
   '1.3.14.3.2.7': 'des-cbc',
+  '1.2.840.113549.1.12.1.3': 'pbeWithSHAAnd3-KeyTripleDES-CBC (PBES1)',
+  '1.2.840.113549.1.5.10': 'pbeWithSHA1AndDES-CBC (PBES1)',
 };
 const APPROVED_PRFS = new Set(['hmacWithSHA224', 'hmacWithSHA256', 'hmacWithSHA384', 'hmacWithSHA512']);
 const APPROVED_CIPHERS = new Set(['aes-128-cbc', 'aes-192-cbc', 'aes-256-cbc']);
