@@ -106,6 +106,7 @@ export async function createPromMetrics(): Promise<PromMetrics> {
       notAfter.remove({ name });
       lastRotation.remove({ name });
       ready.remove({ name });
+      acmExports.remove({ name });
       for (const result of ROTATION_RESULTS) rotations.remove({ name, result });
     },
     cycle(ok, at) {
