@@ -161,6 +161,19 @@ describe('acm source with bin/certd', () => {
     }
   });
 
+  it('--force exports again; the next plain cycle does not', async () => {
+    peer.resetCalls();
+    const before = peer.acm.exportsOf(arn);
+    const forced = await rotate(config([entry('web', arn)]), ['--force']);
+    assert.equal(forced.code, 0, forced.stdout + forced.stderr);
+    assert.equal(forced.report!.certificates[0]!.result, 'deployed');
+    assert.equal(peer.acm.exportsOf(arn), before + 1);
+    assert.equal(peer.calls[EXPORT], 1);
+    const plain = await rotate(config([entry('web', arn)]));
+    assert.equal(plain.report!.certificates[0]!.result, 'unchanged');
+    assert.equal(peer.acm.exportsOf(arn), before + 1);
+  });
+
   it('not found names the ARN and what to check', async () => {
     const missing = 'arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000';
     const r = await rotate(config([entry('missing', missing)], 'missing.yaml'));
