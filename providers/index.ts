@@ -11,11 +11,12 @@ import { pkcs11CaSource } from './pkcs11-ca.js';
 import { secretsManagerSource } from './secrets-manager.js';
 import { ssmSource } from './ssm.js';
 import { kmsCaSource } from './kms-ca.js';
+import { acmSource } from './acm.js';
 import { tmpfsTarget } from './tmpfs.js';
 import { nginxPlusKeyvalTarget } from './nginx-plus-keyval.js';
 import { apisixTarget } from './apisix.js';
 
-export const sourceFactories: readonly SourceFactory[] = unique('source', [fileSource, localCaSource, pkcs11Source, pkcs11CaSource, secretsManagerSource, ssmSource, kmsCaSource] as SourceFactory[]);
+export const sourceFactories: readonly SourceFactory[] = unique('source', [fileSource, localCaSource, pkcs11Source, pkcs11CaSource, secretsManagerSource, ssmSource, kmsCaSource, acmSource] as SourceFactory[]);
 
 export const targetFactories: readonly TargetFactory[] = unique('target', [tmpfsTarget, nginxPlusKeyvalTarget, apisixTarget] as TargetFactory[]);
 

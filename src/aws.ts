@@ -17,7 +17,7 @@ import type { ProviderDeps } from './contracts.js';
 import { parseDuration } from './duration.js';
 import { CertdError, messageOf } from './errors.js';
 
-export type AwsService = 'secrets-manager' | 'ssm' | 'kms';
+export type AwsService = 'secrets-manager' | 'ssm' | 'kms' | 'acm';
 
 export interface AwsLocation {
   readonly region?: string | undefined;
@@ -67,6 +67,10 @@ async function makeClient(service: AwsService, loc: AwsLocation): Promise<AwsCli
       const m = await import('@aws-sdk/client-kms');
       return new m.KMSClient(options) as unknown as AwsClient;
     }
+    case 'acm': {
+      const m = await import('@aws-sdk/client-acm');
+      return new m.ACMClient(options) as unknown as AwsClient;
+    }
   }
 }
 
@@ -88,6 +92,7 @@ export const sdk = {
   secretsManager: () => import('@aws-sdk/client-secrets-manager'),
   ssm: () => import('@aws-sdk/client-ssm'),
   kms: () => import('@aws-sdk/client-kms'),
+  acm: () => import('@aws-sdk/client-acm'),
 };
 
 /** What a request was for, so a failure reads "fetching web from secrets-manager:prod/web: ...". */

@@ -122,6 +122,22 @@ export function isDiscovering(source: Source): source is Source & Discovering {
   return typeof (source as Partial<Discovering>).discover === 'function' && typeof (source as Partial<Discovering>).member === 'function';
 }
 
+/**
+ * Optional: a source that can tell cheaply whether what is deployed is still its current
+ * version (ACM DescribeCertificate: serial and NotAfter), so that an unchanged cycle fetches
+ * nothing expensive (an ACM export is billed per call), also in a fresh process that has no
+ * Material in memory. The cycle asks only when nothing else forces a deployment; `true` makes
+ * the certificate unchanged without `fetch`. MAY keep what it learnt for the `fetch` that
+ * follows in the same cycle. Errors follow the rules of `Source.fetch`.
+ */
+export interface ChecksCurrent {
+  isCurrent(deployed: DeployedSummary, signal: AbortSignal): Promise<boolean>;
+}
+
+export function checksCurrent(source: Source): source is Source & ChecksCurrent {
+  return typeof (source as Partial<ChecksCurrent>).isCurrent === 'function';
+}
+
 /** Optional: a target that can say where and how the material is deployed (status, report). */
 export interface DescribesDeployment {
   deployment(): Promise<Record<string, unknown>>;

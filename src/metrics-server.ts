@@ -54,6 +54,7 @@ export async function createPromMetrics(): Promise<PromMetrics> {
   const ready = gauge('certd_certificate_ready', '1 when the certificate is deployed and its last cycle did not fail, else 0.', ['name']);
   const rotations = counter('certd_rotations_total', 'Certificates processed by cycles, by result.', ['name', 'result']);
   const sourceRequests = counter('certd_source_requests_total', 'Requests made by sources to where certificates are kept.', ['source', 'operation', 'result']);
+  const acmExports = counter('certd_acm_exports_total', 'ACM ExportCertificate calls answered, by certificate (AWS bills each export).', ['name']);
   const reloads = counter('certd_reloads_total', 'Server reloads (test command and reload), by result.', ['result']);
   const rejections = counter('certd_policy_rejections_total', 'Findings that refused material, by POLICY.md rule id.', ['rule']);
   const cycles = counter('certd_cycles_total', 'Finished cycles; failed when any certificate failed.', ['result']);
@@ -93,6 +94,9 @@ export async function createPromMetrics(): Promise<PromMetrics> {
     policyRejection(rule) {
       rejections.labels({ rule }).inc();
     },
+    acmExport(name) {
+      acmExports.labels({ name }).inc();
+    },
     track(names) {
       for (const name of names) {
         for (const result of ROTATION_RESULTS) rotations.labels({ name, result }).inc(0);
@@ -102,6 +106,7 @@ export async function createPromMetrics(): Promise<PromMetrics> {
       notAfter.remove({ name });
       lastRotation.remove({ name });
       ready.remove({ name });
+      acmExports.remove({ name });
       for (const result of ROTATION_RESULTS) rotations.remove({ name, result });
     },
     cycle(ok, at) {

@@ -9,6 +9,8 @@ export interface Metrics {
   sourceRequest(source: string, operation: string, result: 'ok' | 'error' | 'throttled'): void;
   reload(result: 'ok' | 'error'): void;
   policyRejection(rule: string): void;
+  /** One ACM ExportCertificate answered for certificate `name` (billed per call by AWS). */
+  acmExport?(name: string): void;
 }
 
 export const noMetrics: Metrics = {

@@ -4,7 +4,7 @@
  * stops the others; what is deployed is always a whole, policy-checked set.
  */
 import { createHash } from 'node:crypto';
-import { checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
+import { type ChecksCurrent, checksCurrent, checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
 import { checkPolicy, VALIDITY_SKEW_MS } from './policy/check.js';
@@ -255,6 +255,12 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boole
         return w;
       }
     }
+    if (checksCurrent(cert.source) && deployed && !state.pending && lost.length === 0 && again === undefined) {
+      if (await isCurrentWithRetry(rt, cert, cert.source, deployed, fetchSignal)) {
+        Object.assign(w.report, { result: 'unchanged', fingerprint: deployed.fingerprint, version: deployed.version, notAfter: deployed.notAfter, reason: 'the source still has the deployed version' });
+        return w;
+      }
+    }
     const material = await fetchWithRetry(rt, cert, deployed, fetchSignal);
     Object.assign(w.report, { fingerprint: material.fingerprint, version: material.version, notAfter: material.notAfter.toISOString(), origin: material.origin });
     const findings = policyFindings(material, cert, rt.clock.now());
@@ -350,9 +356,18 @@ async function lostTargets(targets: readonly Target[], fingerprint: string, sign
 }
 
 async function fetchWithRetry(rt: Runtime, cert: CertificateRuntime, deployed: DeployedSummary | undefined, signal: AbortSignal): Promise<Material> {
+  return withRetry(rt, cert, () => cert.source.fetch({ name: cert.name, deployed }, signal), signal);
+}
+
+/** `isCurrent` of a source, retried like a fetch. */
+async function isCurrentWithRetry(rt: Runtime, cert: CertificateRuntime, source: ChecksCurrent, deployed: DeployedSummary, signal: AbortSignal): Promise<boolean> {
+  return withRetry(rt, cert, () => source.isCurrent(deployed, signal), signal);
+}
+
+async function withRetry<T>(rt: Runtime, cert: CertificateRuntime, call: () => Promise<T>, signal: AbortSignal): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await cert.source.fetch({ name: cert.name, deployed }, signal);
+      return await call();
     } catch (err) {
       const permanent = err instanceof CertdError && (err.permanent || err.code === 'E_PARSE' || err.code === 'E_CONFIG');
       if (permanent || attempt >= rt.fetchAttempts || signal.aborted) {

@@ -4,7 +4,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { access, constants as fsConstants, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { access, constants as fsConstants, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { registerSecret } from '../helpers/capture.js';
 import { createHash, createPublicKey, constants, verify as nodeVerify } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -78,6 +79,12 @@ describe('AWS peer cross-checked by Debian awscli', () => {
     assert.notEqual(r.code, 0, `aws ${args.join(' ')} should have failed`);
     assert.match(r.stderr, new RegExp(`\\(${code}\\)`), r.stderr);
     return r.stderr;
+  }
+
+  function openssl(args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile('openssl', args, { timeout: 30_000 }, (err, stdout, stderr) => (err ? reject(new Error(`openssl ${args[0]}: ${stderr}`)) : resolve(stdout)));
+    });
   }
 
   it('secretsmanager: create, put and read back through AWSCURRENT, AWSPREVIOUS and AWSPENDING', async () => {
@@ -189,6 +196,42 @@ describe('AWS peer cross-checked by Debian awscli', () => {
       }
     });
   }
+
+  it('acm: import, describe and export-certificate --passphrase fileb://; openssl decrypts the PBES2 key; denied and throttled answers', async () => {
+    const key = join(dir, 'acm-key.pem');
+    const cert = join(dir, 'acm-cert.pem');
+    await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '30', '-subj', '/CN=acm.awscli.certd.test']);
+    registerSecret('private-key', await readFile(key));
+    const imported = await awsJson(['acm', 'import-certificate', '--certificate', `fileb://${cert}`, '--private-key', `fileb://${key}`]);
+    const arn = String(imported['CertificateArn']);
+    assert.match(arn, /^arn:aws:acm:us-east-1:123456789012:certificate\/[0-9a-f-]{36}$/);
+    const described = (await awsJson(['acm', 'describe-certificate', '--certificate-arn', arn]))['Certificate'] as Record<string, unknown>;
+    const serial = (await openssl(['x509', '-in', cert, '-noout', '-serial'])).trim().split('=')[1]!.toLowerCase();
+    assert.equal(String(described['Serial']).replace(/:/g, ''), serial);
+    assert.match(String(described['NotAfter']), /^\d{4}-\d\d-\d\dT/, 'awscli parsed the epoch-seconds timestamp');
+    assert.equal(described['Status'], 'ISSUED');
+    // Options.Export is newer than Debian's awscli 2.9 model, which drops members it does not know.
+
+    const pass = join(dir, 'acm-pass');
+    await writeFile(pass, 'certd-awscli-passphrase-0123', { mode: 0o600 });
+    const exported = await awsJson(['acm', 'export-certificate', '--certificate-arn', arn, '--passphrase', `fileb://${pass}`]);
+    assert.equal(exported['Certificate'], await readFile(cert, 'utf8'));
+    const encrypted = String(exported['PrivateKey']);
+    assert.match(encrypted, /^-----BEGIN ENCRYPTED PRIVATE KEY-----/);
+    const encFile = join(dir, 'acm-enc.pem');
+    await writeFile(encFile, encrypted, { mode: 0o600 });
+    assert.match(await openssl(['asn1parse', '-in', encFile]), /PBES2[\s\S]*PBKDF2[\s\S]*hmacWithSHA256[\s\S]*aes-256-cbc/);
+    const pubOf = (args: string[]) => openssl(['pkey', ...args, '-pubout']);
+    assert.equal(await pubOf(['-in', encFile, '-passin', `file:${pass}`]), await pubOf(['-in', key]), 'the passphrase opens the key, and it is the certificate\'s');
+    await assert.rejects(openssl(['pkey', '-in', encFile, '-passin', 'pass:another-passphrase']), 'another passphrase does not');
+
+    peer.inject({ op: 'CertificateManager.ExportCertificate', kind: 'denied' });
+    const denied = await awsFails(['acm', 'export-certificate', '--certificate-arn', arn, '--passphrase', `fileb://${pass}`], 'AccessDeniedException');
+    assert.match(denied, /not authorized to perform: acm:ExportCertificate/);
+    peer.inject({ op: 'CertificateManager.DescribeCertificate', kind: 'throttle' });
+    await awsFails(['acm', 'describe-certificate', '--certificate-arn', arn], 'ThrottlingException');
+    await awsFails(['acm', 'describe-certificate', '--certificate-arn', arn.replace(/[0-9a-f]{12}$/, '000000000000')], 'ResourceNotFoundException');
+  });
 
   it('refuses a wrong secret key and an unknown access key; every accepted call was signed by the test key', async () => {
     peer.resetCalls();

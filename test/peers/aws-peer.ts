@@ -1,4 +1,4 @@
-// A local AWS endpoint for Secrets Manager, SSM Parameter Store and KMS that speaks the JSON 1.1
+// A local AWS endpoint for Secrets Manager, SSM Parameter Store, KMS and ACM that speaks the JSON 1.1
 // wire protocol and verifies SigV4 as AWS does, so certd's tests and benchmarks exercise the real
 // SDK (signing, retries, error parsing) against real sockets. State is in memory per peer.
 //
@@ -10,6 +10,7 @@
 // - `close()` ends every connection, including hung ones, and resolves once the port is free.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
+import { AcmService } from './aws-acm.js';
 import { AwsError } from './aws-error.js';
 import { KmsService } from './aws-kms.js';
 import { SecretsManagerService } from './aws-secrets-manager.js';
@@ -45,6 +46,9 @@ export const QUOTA_BUCKETS: Readonly<Record<string, { rate: number; ops: readonl
   // DescribeParameters draws from the same bucket as a conservative choice: PROTOCOLS.md gives
   // no figure for the real service's DescribeParameters quota.
   'ssm.GetParameter': { rate: 40, ops: ['AmazonSSM.GetParameter', 'AmazonSSM.GetParameters', 'AmazonSSM.GetParametersByPath', 'AmazonSSM.DescribeParameters'] },
+  // ACM: assumed figures (PROTOCOLS.md gives none): DescribeCertificate 10/s, ExportCertificate 5/s.
+  'acm.DescribeCertificate': { rate: 10, ops: ['CertificateManager.DescribeCertificate'] },
+  'acm.ExportCertificate': { rate: 5, ops: ['CertificateManager.ExportCertificate'] },
   'kms.symmetric': { rate: 10_000, ops: ['TrentService.Encrypt', 'TrentService.Decrypt'] },
   'kms.rsa': { rate: 500, ops: ['TrentService.Sign', 'TrentService.Encrypt', 'TrentService.Decrypt'] },
   'kms.ecc': { rate: 300, ops: ['TrentService.Sign'] },
@@ -107,6 +111,8 @@ export interface AwsPeer {
   /** A resource policy on the secret that denies every caller (AccessDeniedException). */
   denySecret(name: string): void;
   allowSecret(name: string): void;
+  /** The emulated ACM, for its test hooks (export counts, export cipher, renewal status). */
+  readonly acm: AcmService;
   /** Runs an operation without HTTP, signing, faults or quotas: for seeding state. */
   invoke(target: string, input: Record<string, unknown>): Promise<unknown>;
   close(): Promise<void>;
@@ -144,7 +150,8 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
   const kms = new KmsService(ctx);
   const secretsManager = new SecretsManagerService(ctx);
   const ssm = new SsmService(ctx, kms, opts.shortPages === undefined ? {} : { shortPages: opts.shortPages });
-  const services = new Map<string, EmulatedService>([secretsManager, ssm, kms].map((s) => [s.targetPrefix, s]));
+  const acm = new AcmService(ctx);
+  const services = new Map<string, EmulatedService>([secretsManager, ssm, kms, acm].map((s) => [s.targetPrefix, s]));
 
   const buckets = makeBuckets(opts.quotas, now());
   const calls: Record<string, number> = {};
@@ -349,6 +356,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     },
     denySecret: (name) => secretsManager.deny(name),
     allowSecret: (name) => secretsManager.allow(name),
+    acm,
     async invoke(target, input) {
       const dot = target.indexOf('.');
       const op = services.get(target.slice(0, dot))?.operations[target.slice(dot + 1)];

@@ -27,6 +27,7 @@ describe('metrics server', () => {
     metrics.sourceRequest('secrets-manager', 'GetSecretValue', 'ok');
     metrics.reload('ok');
     metrics.policyRejection('P-RSA-MIN');
+    metrics.acmExport?.('api');
     const res = await fetch(`${server.url}/metrics`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
@@ -41,10 +42,12 @@ describe('metrics server', () => {
     assert.equal(s.get('certd_source_requests_total{source="secrets-manager",operation="GetSecretValue",result="ok"}'), 1);
     assert.equal(s.get('certd_reloads_total{result="ok"}'), 1);
     assert.equal(s.get('certd_policy_rejections_total{rule="P-RSA-MIN"}'), 1);
+    assert.equal(s.get('certd_acm_exports_total{name="api"}'), 1);
 
     metrics.forget('api');
     const after = samples(await (await fetch(`${server.url}/metrics`)).text());
     assert.equal(after.has('certd_certificate_ready{name="api"}'), false, 'a certificate removed from the config leaves no series');
+    assert.equal(after.has('certd_acm_exports_total{name="api"}'), false);
   });
 
   it('/healthz answers 200 when healthy and 503 with the problems when not', async () => {
