@@ -216,8 +216,10 @@ export const acmSource = {
     let described: Described | undefined;
     const source: Source & ChecksCurrent = {
       async isCurrent(deployed: DeployedSummary, signal) {
-        described = await describe(signal);
-        return described.version === deployed.version;
+        const d = await describe(signal);
+        // Kept only for the fetch that follows a "no" in this cycle; a "yes" ends the cycle.
+        described = d.version === deployed.version ? undefined : d;
+        return described === undefined;
       },
       async fetch(_ref, signal) {
         const d = described ?? (await describe(signal));
