@@ -152,3 +152,48 @@ describe('systemd units', () => {
     assert.deepEqual(readdirSync(join(root, 'run/certd-deploy')), ['reload.trigger']);
   });
 });
+
+describe('the documented install (systemd/README.md: scripts/install.sh)', () => {
+  it('every file the units and the README name exists in the checkout', () => {
+    for (const unit of UNITS) {
+      const text = readFileSync(join(UNITS_DIR, unit), 'utf8');
+      for (const m of text.matchAll(/\bsystemd\/([\w./-]+\.(?:md|conf|service|path|timer))/g)) {
+        assert.ok(existsSync(join(UNITS_DIR, m[1] as string)), `${unit} names systemd/${m[1]}, which does not exist`);
+      }
+    }
+    const readme = readFileSync(join(UNITS_DIR, 'README.md'), 'utf8');
+    assert.match(readme, /scripts\/install\.sh/);
+    assert.match(readme, /IPAddressAllow=/, 'the IPAddressDeny drop-in is documented');
+  });
+
+  it('installs real files: nothing points into the checkout (ProtectHome=yes), and the installed certd runs from elsewhere', { timeout: 600_000 }, () => {
+    const prefix = mkdtempSync(join(tmpdir(), 'certd-install-'));
+    try {
+      const r = spawnSync('bash', ['scripts/install.sh', '--prefix', prefix, '--units'], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      const bin = join(prefix, 'bin', 'certd');
+      // Every symlink of the install resolves inside the prefix, never into this checkout.
+      const links = spawnSync('find', [prefix, '-type', 'l'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l !== '');
+      assert.ok(links.includes(bin), `${bin} is a link to the package`);
+      for (const link of links) {
+        const target = spawnSync('readlink', ['-f', link], { encoding: 'utf8' }).stdout.trim();
+        assert.ok(target.startsWith(`${prefix}/`), `${link} -> ${target}: outside the install`);
+        assert.ok(!target.startsWith(`${process.cwd()}/`), `${link} points into the checkout`);
+      }
+      // Run with the checkout out of sight: from / and with no access to anything but the prefix
+      // named (the package finds its own dist/, package.json and native addons).
+      const v = spawnSync(bin, ['--version'], { encoding: 'utf8', cwd: '/' });
+      assert.equal(v.status, 0, v.stderr);
+      assert.match(v.stdout, /^certd \d+\.\d+\.\d+/);
+      const pkcs11 = spawnSync(process.execPath, ['-e', "require('pkcs11js')"], { cwd: join(prefix, 'lib', 'certd'), encoding: 'utf8' });
+      assert.equal(pkcs11.status, 0, `pkcs11js built and loadable in the install: ${pkcs11.stderr}`);
+      assert.ok(existsSync(join(prefix, 'lib', 'systemd', 'system', 'certd.service')));
+      assert.ok(existsSync(join(prefix, 'share', 'doc', 'certd', 'systemd', 'README.md')), 'the README the unit refers to is installed');
+      // Only production dependencies: no compiler, no test tooling.
+      assert.equal(existsSync(join(prefix, 'lib', 'certd', 'node_modules', 'typescript')), false);
+      assert.equal(existsSync(join(prefix, 'lib', 'certd', 'node_modules', 'fast-check')), false);
+    } finally {
+      rmSync(prefix, { recursive: true, force: true });
+    }
+  });
+});
