@@ -338,6 +338,8 @@ export interface RunningDaemon {
   readonly firstCycle: Promise<void>;
   /** Lines logged so far that are errors (level >= 50). */
   readonly errors: string[];
+  /** Resolves when the process has exited, however it ended. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stop(): Promise<void>;
 }
 
@@ -366,10 +368,12 @@ export function startDaemon(configPath: string, env: NodeJS.ProcessEnv = {}, nod
     child.once('exit', (code) => rejectCycle(new Error(`certd run exited (${code}) before its first cycle ended: ${stderrTail.trim().slice(-600)}`)));
   });
   firstCycle.catch(() => undefined);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
   return {
     pid: child.pid ?? -1,
     firstCycle,
     errors,
+    exited,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise<void>((r) => child.once('exit', () => r()));

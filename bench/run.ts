@@ -2,7 +2,7 @@
  * `npm run bench` (after `npx tsc -p .`): every scenario, a table on stdout, and every figure
  * with the machine's description in bench/results.json.
  *
- *   npm run bench                  all five scenarios (under 15 minutes on 2 cores)
+ *   npm run bench                  all six scenarios (under 15 minutes on 2 cores)
  *   npm run bench -- --quick       the reduced variant (under 2 minutes)
  *   npm run bench -- --only 3      one scenario (repeatable: --only 1 --only 4)
  *
@@ -14,13 +14,14 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { machine, ROOT, type Row, type Scenario, type ScenarioResult } from './common.js';
+import { controlFlood } from './control-flood.js';
 import { fleet } from './fleet.js';
 import { fleetOfDaemons } from './fleet-of-daemons.js';
 import { footprint } from './footprint.js';
 import { policyThroughput } from './policy-throughput.js';
 import { rotationLatency } from './rotation-latency.js';
 
-const SCENARIOS: readonly Scenario[] = [policyThroughput, fleet, rotationLatency, footprint, fleetOfDaemons];
+const SCENARIOS: readonly Scenario[] = [policyThroughput, fleet, rotationLatency, footprint, fleetOfDaemons, controlFlood];
 
 function table(rows: string[][]): string {
   const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));

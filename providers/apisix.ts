@@ -126,6 +126,7 @@ class ApisixTarget implements Target, DescribesDeployment {
     return this.#api.request(method, this.#path, {
       headers: { 'x-api-key': this.#apiKey() },
       timeoutMs: this.#timeoutMs,
+      maxAnswerBytes: this.#c.max_answer_bytes,
       signal,
       doing: this.#doing,
       ...(body === undefined ? {} : { body }),

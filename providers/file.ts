@@ -2,10 +2,9 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Source, SourceFactory } from '../src/contracts.js';
-import { CertdError } from '../src/errors.js';
 import { readInput } from '../src/input.js';
 import { Material } from '../src/material.js';
-import { parseBundle } from '../src/policy/pem.js';
+import { parseCertInput, parseKeyInput } from '../src/policy/pem.js';
 import { decryptPrivateKey } from '../src/kms.js';
 import { keyEncryption, pathString } from '../src/schema.js';
 
@@ -31,13 +30,13 @@ export const fileSource = {
         const certBytes = await readInput(certPath, `reading certificate of ${cert.name}`);
         const keyBytes = await readInput(keyPath, `reading private key of ${cert.name}`);
         const chainBytes = chainPath ? await readInput(chainPath, `reading chain of ${cert.name}`) : Buffer.alloc(0);
-        const certs = [...parseBundle(certBytes).certs, ...(chainPath ? parseBundle(chainBytes).certs : [])];
+        const certs = [
+          ...parseCertInput(certBytes, `reading certificate of ${cert.name}: ${certPath}`),
+          ...(chainPath ? parseCertInput(chainBytes, `reading chain of ${cert.name}: ${chainPath}`) : []),
+        ];
         const keyPem = config.key_encryption
           ? await decryptPrivateKey(deps, config.key_encryption, keyBytes, { cert: cert.name, where: `file ${keyPath}` }, signal)
-          : parseBundle(keyBytes).keyPem;
-        if (!keyPem) {
-          throw new CertdError('E_PARSE', `reading private key of ${cert.name}: ${keyPath} holds no PEM private key`, { permanent: true });
-        }
+          : parseKeyInput(keyBytes, `reading private key of ${cert.name}: ${keyPath}`);
         const version = createHash('sha256').update(certBytes).update(chainBytes).update(keyBytes).digest('hex').slice(0, 16);
         return new Material({ certs, key: { kind: 'pem', pem: keyPem }, version, origin });
       },

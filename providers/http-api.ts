@@ -7,6 +7,11 @@
  * loopback or TLS, so `parseApiUrl` refuses plain http to anything but a loopback address, and a
  * response body is handed back parsed, never logged: callers pick the fields they report and
  * scrub them.
+ *
+ * An answer is read into memory whole, so its size is capped (`max_answer_bytes`, default
+ * `DEFAULT_MAX_ANSWER_BYTES`): a Content-Length above the cap is refused before any of the body
+ * is read, and a body without one is counted as it streams and the connection dropped as soon as
+ * it passes the cap. The largest answer certd asks for is one zone or one SSL object: kilobytes.
  */
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
@@ -15,6 +20,9 @@ import type { Dispatcher } from 'undici';
 import { z } from 'zod';
 import { duration, pathString } from '../src/schema.js';
 import type { Closable, ProviderDeps } from '../src/contracts.js';
+
+/** 8 MiB: thousands of certificates in one keyval zone, far above one SSL object. */
+export const DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024;
 
 /** Where an API lives. `display` is the URL as configured, for messages. */
 export interface ApiEndpoint {
@@ -130,7 +138,7 @@ export class ApiClient implements Closable {
   async request(
     method: string,
     path: string,
-    o: { body?: unknown; headers?: Record<string, string>; timeoutMs: number; signal: AbortSignal; doing: string },
+    o: { body?: unknown; headers?: Record<string, string>; timeoutMs: number; signal: AbortSignal; doing: string; maxAnswerBytes?: number | undefined },
   ): Promise<ApiAnswer> {
     const { undici, agent } = await this.#connection();
     const url = `${this.endpoint.base}${path}`;
@@ -145,7 +153,7 @@ export class ApiClient implements Closable {
         headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...o.headers },
         ...(body === undefined ? {} : { body }),
       });
-      const text = await res.body.text();
+      const text = await readBounded(res, o.maxAnswerBytes ?? DEFAULT_MAX_ANSWER_BYTES, () => `${o.doing}: the answer to ${method} ${pathOnly(url)}`);
       let json: unknown;
       if (text !== '') {
         try {
@@ -156,6 +164,7 @@ export class ApiClient implements Closable {
       }
       return { status: res.statusCode, json };
     } catch (err) {
+      if (err instanceof CertdError) throw err;
       if (timeout.aborted && !o.signal.aborted) {
         throw new CertdError('E_TARGET', `${o.doing}: no answer from ${this.endpoint.display} within ${o.timeoutMs} ms`, { cause: err });
       }
@@ -169,6 +178,37 @@ export class ApiClient implements Closable {
     const connection = await pending?.catch(() => undefined);
     await connection?.agent.close().catch(() => undefined);
   }
+}
+
+/** The path of a request URL without its query: what a message may show of a request. */
+function pathOnly(url: string): string {
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return '?';
+  }
+}
+
+/**
+ * The body as text, at most `max` bytes: a Content-Length above it is refused unread, and a body
+ * that streams past it is destroyed (which drops the connection) at the chunk that crosses it.
+ */
+async function readBounded(res: Dispatcher.ResponseData, max: number, what: () => string): Promise<string> {
+  const refuse = (detail: string): CertdError => {
+    res.body.destroy();
+    return new CertdError('E_TARGET', `${what()} is larger than max_answer_bytes (${max} bytes): ${detail}; raise max_answer_bytes on this target if the API really answers that much`, { details: { status: res.statusCode } });
+  };
+  const announced = res.headers['content-length'];
+  const length = typeof announced === 'string' && /^[0-9]+$/.test(announced) ? Number(announced) : undefined;
+  if (length !== undefined && length > max) throw refuse(`Content-Length: ${length}`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw refuse(`more than ${max} bytes arrived${length === undefined ? ' (no Content-Length)' : ''}`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size).toString('utf8');
 }
 
 function connectionProblem(err: unknown, ep: ApiEndpoint): string {
@@ -208,6 +248,8 @@ export const apiConnectionFields = {
   client_key: pathString.optional(),
   /** Per request. */
   timeout: duration('10s'),
+  /** Largest answer read from the API, in bytes; a larger one fails the request (E_TARGET). */
+  max_answer_bytes: z.number().int().min(1024).default(DEFAULT_MAX_ANSWER_BYTES),
 };
 
 /** Checks across the connection keys: a valid url, client cert and key together, TLS files only with https. */

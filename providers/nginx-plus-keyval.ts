@@ -261,7 +261,7 @@ class KeyvalTarget implements Target, DescribesDeployment, ChecksDeployment {
   }
 
   #call(method: string, path: string, signal: AbortSignal, doing: string, body?: unknown): Promise<ApiAnswer> {
-    return this.#api.request(method, path, { timeoutMs: this.#timeoutMs, signal, doing, ...(body === undefined ? {} : { body }) });
+    return this.#api.request(method, path, { timeoutMs: this.#timeoutMs, maxAnswerBytes: this.#c.max_answer_bytes, signal, doing, ...(body === undefined ? {} : { body }) });
   }
 
   /** The newest API version the server offers, cached per url for the process. */

@@ -30,7 +30,7 @@ import type { Discovering, FetchRef, Prefetcher, ProviderDeps, Source, SourceFac
 import { CertdError, messageOf } from '../src/errors.js';
 import { decryptPrivateKey } from '../src/kms.js';
 import { Material } from '../src/material.js';
-import { parseBundle } from '../src/policy/pem.js';
+import { parseCertInput, parseKeyInput } from '../src/policy/pem.js';
 import { awsFields, type KeyEncryption, keyEncryption } from '../src/schema.js';
 import type { Secret } from '../src/secret.js';
 
@@ -199,16 +199,21 @@ async function toMaterial(
   const version = versionOf(parts);
   const keyValue = parts.key?.Value as string;
   try {
-    const certs = [...parseBundle(Buffer.from(parts.cert?.Value as string, 'utf8')).certs, ...(parts.chain?.Value ? parseBundle(Buffer.from(parts.chain.Value, 'utf8')).certs : [])];
-    let key: Secret | undefined;
+    const certs = [
+      ...parseCertInput(Buffer.from(parts.cert?.Value as string, 'utf8'), `${doing}: parameter ${names.cert}`),
+      ...(parts.chain?.Value ? parseCertInput(Buffer.from(parts.chain.Value, 'utf8'), `${doing}: parameter ${names.chain}`) : []),
+    ];
+    let key: Secret;
     if (config.key_encryption) {
       key = await decryptPrivateKey(deps, config.key_encryption as KeyEncryption, keyValue, { cert: certName, where: `ssm:${names.key}` }, signal, loc);
     } else {
       const bytes = Buffer.from(keyValue, 'utf8');
-      key = parseBundle(bytes).keyPem;
-      bytes.fill(0);
+      try {
+        key = parseKeyInput(bytes, `${doing}: parameter ${names.key}`);
+      } finally {
+        bytes.fill(0);
+      }
     }
-    if (!key) throw new CertdError('E_PARSE', `${doing}: ${names.key} holds no PEM private key`, { permanent: true });
     return new Material({ certs, key: { kind: 'pem', pem: key }, version, origin });
   } catch (err) {
     if (err instanceof CertdError && err.code === 'E_PARSE' && !err.message.includes(certName)) {

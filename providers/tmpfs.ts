@@ -18,7 +18,7 @@ import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import type { ChecksDeployment, DescribesDeployment, Material, Target, TargetFactory } from '../src/contracts.js';
 import { CertdError, messageOf } from '../src/errors.js';
-import { gidOf, isMemoryBacked, uidOf } from '../src/fsutil.js';
+import { gidOf, isMemoryBacked, uidOf, checkDirChain } from '../src/fsutil.js';
 import { leafFingerprintOfPem } from '../src/material.js';
 import { pathString } from '../src/schema.js';
 import { Serial } from './serial.js';
@@ -128,62 +128,6 @@ export function fileSet(material: Material, dir?: string): Map<string, () => str
     }
   }
   return files;
-}
-
-/**
- * Refuses a target directory that someone other than root or certd could redirect or swap:
- * every existing ancestor of `dir` as written, every component of its real path, and `dir`
- * itself must be owned by root or by certd's uid and not writable by group or others (unless
- * the sticky bit is set, as on /tmp and /dev/shm). A symlink on the way is accepted only when
- * root or certd owns it (its destination is then checked through the real path); `dir` itself
- * must be a real directory. Ownership of a parent is what matters: whoever owns it can rename
- * a symlink into the place of the next component between this check and the write.
- * About two lstat calls per path component: cheap enough for every stage.
- */
-export async function checkDirChain(dir: string, doing: string, uid = process.getuid?.() ?? 0): Promise<void> {
-  const trusted = (owner: number): boolean => owner === 0 || owner === uid;
-  const refuse = (why: string): never => {
-    throw new CertdError('E_TARGET', `${doing}: refused: ${why}; certd writes keys only where nobody but root and certd can redirect them`, { permanent: true });
-  };
-  const ancestors = (p: string): string[] => {
-    const out: string[] = [];
-    for (let q = p; ; q = dirname(q)) {
-      out.unshift(q);
-      if (dirname(q) === q) return out;
-    }
-  };
-  const abs = resolve(dir);
-  // The real path of the nearest existing ancestor, with the part still to be created after it.
-  let real = abs;
-  for (let q = abs, rest = ''; ; rest = join(q.slice(dirname(q).length), rest), q = dirname(q)) {
-    const r = await realpath(q).catch(() => undefined);
-    if (r !== undefined) {
-      real = join(r, rest);
-      break;
-    }
-    if (dirname(q) === q) break;
-  }
-  const seen = new Set<string>();
-  for (const p of [...ancestors(abs), ...ancestors(real)]) {
-    if (seen.has(p)) continue;
-    seen.add(p);
-    const st = await lstat(p).catch((err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    });
-    if (!st) continue;
-    if (st.isSymbolicLink()) {
-      if (p === abs) refuse(`${p} is a symlink (the target directory must be a real directory)`);
-      if (!trusted(st.uid)) refuse(`${p} is a symlink owned by uid ${st.uid}, neither root nor certd (uid ${uid})`);
-      continue;
-    }
-    if (!st.isDirectory()) refuse(`${p} is not a directory`);
-    if (!trusted(st.uid)) refuse(`${p} is owned by uid ${st.uid}, neither root nor certd (uid ${uid})`);
-    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
-      const who = (st.mode & 0o022) === 0o022 ? 'group and others' : st.mode & 0o020 ? 'its group' : 'others';
-      refuse(`${p} is writable by ${who} (mode 0${(st.mode & 0o7777).toString(8)}) without the sticky bit`);
-    }
-  }
 }
 
 export interface AtomicDirOptions {

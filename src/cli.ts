@@ -16,12 +16,28 @@ export interface Io {
   isTTY: boolean;
 }
 
-const processIo: Io = {
-  out: (t) => void process.stdout.write(t),
-  err: (t) => void process.stderr.write(t),
-  env: process.env,
-  isTTY: Boolean(process.stdout.isTTY),
-};
+/**
+ * A reader that went away (`certd status | head -1`) is not an error of certd's: once stdout or
+ * stderr reports EPIPE, what would have gone there is dropped and the command finishes as it
+ * would have (locks released, state recorded), with its own exit code. Without a listener Node
+ * throws the EPIPE from the stream and prints its stack trace.
+ */
+function quietOnClose(stream: NodeJS.WriteStream): (text: string) => void {
+  let closed = false;
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') closed = true;
+    else throw err;
+  });
+  return (text) => {
+    if (!closed && !stream.destroyed) stream.write(text);
+  };
+}
+
+let processIoMade: Io | undefined;
+function processIo(): Io {
+  processIoMade ??= { out: quietOnClose(process.stdout), err: quietOnClose(process.stderr), env: process.env, isTTY: Boolean(process.stdout.isTTY) };
+  return processIoMade;
+}
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -48,10 +64,16 @@ Commands:
   audit verify   check the hash chain of the audit trail
 
 Global options:
-  --config F     config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --json         one JSON document on stdout
-  -h, --help     help for a command:  certd <command> --help
-  --version      print the version
+  -c, --config F  config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
+  --json          one JSON document on stdout
+  -h, --help      help for a command:  certd <command> --help
+  -V, --version   print the version
+
+Environment:
+  CERTD_CONFIG       the config file when --config is not given
+  CERTD_CONFIG_YAML  the config's YAML itself, when neither --config nor CERTD_CONFIG is set
+  CERTD_LOG_LEVEL    debug | info | warn | error; overrides the config's log.level
+  CERTD_LOG_FORMAT   json | text | auto (text on a terminal); overrides the config's log.format
 
 Exit codes: 0 success; 1 a certificate failed or a finding; 2 usage or configuration error.
 `;
@@ -75,13 +97,36 @@ async function version(): Promise<string> {
   return pkg.version;
 }
 
-export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
+const AUDIT_HELP = `certd audit: the audit trail (audit_log), an append-only, hash-chained record of
+every deployment, rollback, reload, verification and config reload.
+
+Usage: certd audit <command> [options]
+
+Commands:
+  audit verify   check the hash chain of the trail:  certd audit verify --help
+`;
+
+/** A command's own options, with -c for --config wherever a command reads a config. */
+function withShortOptions(options: Options): Options {
+  const config = options['config'];
+  return config && config.short === undefined ? { ...options, config: { ...config, short: 'c' } } : options;
+}
+
+export async function main(argv: readonly string[], io: Io = processIo()): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     io.out(HELP);
     return name === undefined ? EXIT_USAGE : EXIT_OK;
   }
-  if (name === '--version' || name === '-v' || name === 'version') {
+  if (name === 'audit' && (rest.length === 0 || rest[0] === '-h' || rest[0] === '--help')) {
+    if (rest.length === 0) {
+      io.err(`certd audit: which audit command?\n\n${AUDIT_HELP}`);
+      return EXIT_USAGE;
+    }
+    io.out(AUDIT_HELP);
+    return EXIT_OK;
+  }
+  if (name === '--version' || name === '-V' || name === '-v' || name === 'version') {
     io.out(`certd ${await version()} (node ${process.versions.node})\n`);
     return EXIT_OK;
   }
@@ -103,12 +148,14 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
   }
   let parsed;
   try {
-    parsed = parseArgs({ args: [...args], options: command.options, strict: true, allowPositionals: false });
+    parsed = parseArgs({ args: [...args], options: withShortOptions(command.options), strict: true, allowPositionals: false });
   } catch (err) {
     io.err(`certd ${commandName}: ${messageOf(err)}\nUsage: ${command.usage}\n(certd ${commandName} --help explains every option)\n`);
     return EXIT_USAGE;
   }
   try {
+    // Before anything is done, so a mistyped CERTD_LOG_LEVEL stops every command alike.
+    (await import('./commands/common.js')).logEnv(io.env);
     return await command.run(parsed.values, parsed.positionals, io);
   } catch (err) {
     const json = parsed.values['json'] === true;

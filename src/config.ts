@@ -4,7 +4,7 @@ import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { validate as validateCron, validateDetailed } from 'node-cron';
 import { CertdError } from './errors.js';
-import { duration } from './schema.js';
+import { configErrorMap, duration } from './schema.js';
 import { sourceFactories, targetFactories } from '../providers/index.js';
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT');
@@ -132,6 +132,35 @@ export function loadConfig(flag: string | undefined, env: NodeJS.ProcessEnv = pr
   return { config, path, resolvePath: (p) => (isAbsolute(p) ? p : resolve(base, p)) };
 }
 
+/**
+ * Where a config that does not load keeps its state: the `state_dir` the YAML names (read
+ * without the schema, so a mistake elsewhere does not hide it), else the default. Undefined when
+ * the text cannot be read at all. `certd status` uses it to find a running daemon's socket.
+ */
+export function stateDirHint(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  let text: string;
+  let base = process.cwd();
+  if (flag === undefined && env['CERTD_CONFIG'] === undefined && env['CERTD_CONFIG_YAML']) {
+    text = env['CERTD_CONFIG_YAML'];
+  } else {
+    const path = configPath(flag, env);
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch {
+      return undefined;
+    }
+    base = dirname(resolve(path));
+  }
+  let dir: unknown;
+  try {
+    dir = (parseDocument(text, { uniqueKeys: false }).toJS() as Record<string, unknown> | null)?.['state_dir'];
+  } catch {
+    dir = /^state_dir:\s*["']?([^"'#\s]+)/m.exec(text)?.[1];
+  }
+  const stateDir = typeof dir === 'string' && dir !== '' ? dir : '/run/certd';
+  return isAbsolute(stateDir) ? stateDir : resolve(base, stateDir);
+}
+
 export function parseConfigText(text: string, path = '<config>'): Config {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -144,7 +173,7 @@ export function parseConfigText(text: string, path = '<config>'): Config {
   // reader builds scalars piece by piece, and V8 would keep each path of a 1,000-certificate
   // config as a chain of dozens of string fragments for the daemon's whole life (megabytes).
   const raw: unknown = JSON.parse(JSON.stringify(doc.toJS() ?? {}));
-  const result = configSchema().safeParse(raw);
+  const result = configSchema().safeParse(raw, { error: configErrorMap });
   if (result.success) return result.data;
 
   const lineOf = (p: readonly PropertyKey[]): number | undefined => {
@@ -163,8 +192,6 @@ export function parseConfigText(text: string, path = '<config>'): Config {
       const keys = (issue as { keys: string[] }).keys;
       keyPath = [...keyPath, keys[0] ?? ''];
       message = `unknown key${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`;
-    } else if (issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined) {
-      message = 'required';
     }
     const line = lineOf(keyPath);
     return `${formatPath(keyPath)}${line !== undefined ? ` (line ${line})` : ''}: ${message}`;

@@ -24,7 +24,7 @@ import { controlSocketPath, type ControlServer, listenControl, type Progress, ty
 import { parseDuration } from './duration.js';
 import { CertdError, messageOf } from './errors.js';
 import { type Health, isExpiring } from './health.js';
-import { acquireLock, type Lock } from './lock.js';
+import { acquireLock, type Lock, warnTightened } from './lock.js';
 import { dropWhenIdle, releaseMemorySoon } from './memory.js';
 import { type Logger } from './log.js';
 import { noMetrics } from './metrics.js';
@@ -40,6 +40,8 @@ export interface Ticker {
   /** Starts calling `onTick` at each scheduled time, until `stop`. */
   start(onTick: () => Promise<void>): void;
   stop(): void;
+  /** When the next scheduled cycle starts (before its jitter), or null when none is scheduled. */
+  nextRun?(): Date | null;
 }
 
 /** The production ticker. node-cron's own messages go to certd's log, not to stdout. */
@@ -60,12 +62,21 @@ export function cronTicker(expression: string, log: Logger): Ticker {
       void task?.destroy();
       task = undefined;
     },
+    nextRun() {
+      return task?.getNextRun() ?? null;
+    },
   };
 }
 
 /** A ticker driven by hand: `tick()` runs what a scheduled time would, and returns when it is done. */
 export class ManualTicker implements Ticker {
   #onTick: (() => Promise<void>) | undefined;
+  /** What nextRun() answers while started (tests set it). */
+  next: Date | null = null;
+
+  nextRun(): Date | null {
+    return this.#onTick ? this.next : null;
+  }
 
   get running(): boolean {
     return this.#onTick !== undefined;
@@ -84,7 +95,21 @@ export class ManualTicker implements Ticker {
   }
 }
 
-export type CycleTrigger = 'start' | 'schedule' | 'request';
+export type CycleTrigger = 'start' | 'schedule' | 'request' | 'reload';
+
+/** How the last SIGHUP ended: the new config taken, or refused (the running one stays). */
+export interface ConfigReload {
+  readonly ok: boolean;
+  readonly at: string;
+  /** The file that was read. */
+  readonly path: string;
+  readonly error?: { readonly code: string; readonly message: string } | undefined;
+  /** When the config in use was loaded (start, or the last reload that was taken). */
+  readonly runningSince: string;
+}
+
+/** /healthz and `{"op":"status"}`'s health: health.ts's verdict, with how the last reload ended. */
+export type DaemonHealth = Health & { readonly configReload: ConfigReload | null };
 
 /** The first retry delay after a failure; it doubles with each consecutive failure. */
 export const BACKOFF_BASE_MS = 60_000;
@@ -126,8 +151,14 @@ export interface DaemonStatus {
   /** The cycle in progress, if any. */
   readonly cycle: { readonly trigger: CycleTrigger; readonly since: string } | null;
   readonly lastCycle: { readonly trigger: CycleTrigger; readonly startedAt: string; readonly durationMs: number; readonly ok: boolean; readonly failed: readonly string[] } | null;
-  /** Per configured certificate: consecutive failures and when it is tried next (null: next tick). */
-  readonly schedules: readonly { readonly name: string; readonly failures: number; readonly nextAttempt: string | null }[];
+  /**
+   * Per configured certificate: consecutive failures, the end of its backoff (nextAttempt; null:
+   * not backing off) and nextRun, when the daemon next tries it: the next scheduled cycle, or
+   * the end of the backoff when that is later (null: nothing scheduled).
+   */
+  readonly schedules: readonly { readonly name: string; readonly failures: number; readonly nextAttempt: string | null; readonly nextRun: string | null }[];
+  /** The last SIGHUP's outcome (null: none since start). */
+  readonly configReload: ConfigReload | null;
   readonly metrics: string | null;
   readonly controlSocket: string | null;
 }
@@ -135,7 +166,7 @@ export interface DaemonStatus {
 /** What `{"op":"status"}` answers and `certd status --json` prints when a daemon runs. */
 export interface LiveStatus {
   readonly certificates: StatusEntry[];
-  readonly health: Health;
+  readonly health: DaemonHealth;
   readonly daemon: DaemonStatus;
 }
 
@@ -150,6 +181,7 @@ export interface LiveStatus {
  *   tick-skipped a scheduled time found a cycle still running.
  *   reloaded     a new config is in use (SIGHUP). sd_notify: RELOADING=1 ... READY=1 if wanted.
  *   reload-failed  the new config was refused; the old one keeps running.
+ *   (after either, a cycle runs: trigger 'reload')
  *   stopping     stop() began. sd_notify: STOPPING=1.
  *   stopped      everything is closed and the lock released.
  * Liveness (sd_notify WATCHDOG=1): ping from a timer on the same event loop while
@@ -223,6 +255,8 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   #pending = 0;
   #current: { trigger: CycleTrigger; since: string } | null = null;
   #last: DaemonStatus['lastCycle'] = null;
+  #configReload: ConfigReload | null = null;
+  #configSince: Date | undefined;
   readonly #schedules = new Map<string, Schedule>();
 
   constructor(options: DaemonOptions) {
@@ -262,13 +296,16 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       this.#metrics = await createPromMetrics();
     }
     const rt = await this.#build(loaded);
-    this.#lock = await acquireLock(rt.stateDir, 'certd run').catch(async (err: unknown) => {
+    this.#lock = await acquireLock(rt.stateDir, 'certd run', (t) => warnTightened(this.#log, t)).catch(async (err: unknown) => {
       await rt.close();
       throw err;
     });
     this.#rt = rt;
     this.#loaded = loaded;
     this.#startedAt = this.#clock.now();
+    this.#configSince = this.#startedAt;
+    this.#metrics?.configReload(true);
+    this.#metrics?.nextAttempts(() => this.#nextRuns());
     await this.#initMetrics(rt, []);
     if (listen !== undefined && this.#metrics) {
       const { serveMetrics } = await import('./metrics-server.js');
@@ -379,12 +416,13 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   }
 
   async #requested(request: RotateRequest, onProgress: ((p: Progress) => void) | undefined): Promise<CycleReport> {
-    this.#log.info({ step: 'control', cert: request.cert ?? null, dryRun: request.dryRun === true }, 'rotate requested over control socket');
+    this.#log.info({ step: 'control', cert: request.cert ?? null, dryRun: request.dryRun === true, force: request.force === true }, 'rotate requested over control socket');
     return this.#exclusive(async () => {
       if (this.#stop.signal.aborted) throw new CertdError('E_LOCKED', 'certd run is stopping; run certd rotate --now again once it has stopped');
       return this.#cycle('request', {
         only: request.cert,
         dryRun: request.dryRun === true,
+        force: request.force === true,
         onProgress: onProgress && ((done, total, name) => onProgress({ done, total, name })),
       });
     });
@@ -392,7 +430,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
 
   async #cycle(
     trigger: CycleTrigger,
-    o: { only?: string | undefined; dryRun?: boolean; include?: (name: string) => boolean; onProgress?: ((done: number, total: number, name: string) => void) | undefined },
+    o: { only?: string | undefined; dryRun?: boolean; force?: boolean; include?: (name: string) => boolean; onProgress?: ((done: number, total: number, name: string) => void) | undefined },
   ): Promise<CycleReport> {
     const rt = this.#rt;
     if (!rt) throw new CertdError('E_INTERNAL', 'the daemon has no runtime');
@@ -402,7 +440,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     this.#emit('cycle-start', { trigger, certificates: taking });
     this.#emit('status', this.#statusLine());
     try {
-      const report = await runCycle(rt, { only: o.only, dryRun: o.dryRun, include: o.include, onProgress: o.onProgress, stop: this.#stop.signal });
+      const report = await runCycle(rt, { only: o.only, dryRun: o.dryRun, force: o.force, include: o.include, onProgress: o.onProgress, stop: this.#stop.signal });
       if (!report.dryRun) await this.#reschedule(rt, report);
       logCycle(rt.log, report, trigger);
       const failed = report.certificates.filter((c) => c.result === 'failed').map((c) => c.name);
@@ -485,7 +523,10 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       const code = err instanceof CertdError ? err.code : 'E_INTERNAL';
       this.#log.error({ step: 'reload', code, err: messageOf(err) }, 'reloading the config failed; the running config stays in use');
       await this.#audit(old, { event: 'config-reload', result: 'refused', error: { code, message: messageOf(err) } });
+      this.#configReload = { ok: false, at: this.#clock.now().toISOString(), path: this.#loaded?.path ?? '', error: { code, message: messageOf(err) }, runningSince: (this.#configSince ?? this.#clock.now()).toISOString() };
+      this.#metrics?.configReload(false);
       this.#emit('reload-failed', e);
+      await this.#cycleAfterReload();
       return false;
     }
     const swapped = await this.#exclusive(async () => {
@@ -509,9 +550,33 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     if (listenNow !== listenBefore) this.#log.warn({ step: 'reload', listen: listenNow ?? null }, 'metrics.listen changes take effect when certd restarts');
     this.#log.info({ step: 'reload', config: loaded.path, schedule: loaded.config.schedule, certificates: names }, 'config reloaded');
     await this.#audit(rt, { event: 'config-reload', result: 'ok', certificates: names });
+    this.#configSince = this.#clock.now();
+    this.#configReload = { ok: true, at: this.#configSince.toISOString(), path: loaded.path, runningSince: this.#configSince.toISOString() };
+    this.#metrics?.configReload(true);
     this.#emit('reloaded', loaded);
     this.#emit('status', this.#statusLine());
+    await this.#cycleAfterReload();
     return true;
+  }
+
+  /**
+   * SIGHUP means "look again now" (a PIN fixed, a secret replaced, a config edited): a cycle
+   * of every certificate, backoff or not, with whichever config is now in use.
+   */
+  async #cycleAfterReload(): Promise<void> {
+    await this.#exclusive(async () => {
+      if (!this.#stop.signal.aborted && this.#phase === 'running') await this.#cycle('reload', {});
+    }).catch((err: unknown) => this.#log.error({ step: 'cycle', err: messageOf(err) }, 'the cycle after the reload failed unexpectedly'));
+  }
+
+  /** nextRun of every configured certificate (see DaemonStatus.schedules). */
+  #nextRuns(): { name: string; at: Date | null }[] {
+    const tick = this.#phase === 'running' ? (this.#ticker?.nextRun?.() ?? null) : null;
+    return (this.#rt?.certificates ?? []).map((c) => {
+      const backoff = this.#schedules.get(c.name)?.at ?? 0;
+      if (tick === null) return { name: c.name, at: null };
+      return { name: c.name, at: backoff > tick.getTime() ? new Date(backoff) : tick };
+    });
   }
 
   /**
@@ -560,9 +625,10 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   }
 
   /** The health rule of health.ts over the configured certificates' state files. */
-  async health(): Promise<Health> {
+  async health(): Promise<DaemonHealth> {
     const loaded = this.#rt?.loaded;
-    return loaded ? healthOfConfig(loaded, this.#clock.now()) : { ok: false, problems: [] };
+    const h = loaded ? await healthOfConfig(loaded, this.#clock.now()) : { ok: false, problems: [] };
+    return { ...h, configReload: this.#configReload };
   }
 
   status(): DaemonStatus {
@@ -576,10 +642,14 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       jitterMs: this.#loaded ? parseDuration(this.#loaded.config.jitter) : 0,
       cycle: this.#current,
       lastCycle: this.#last,
-      schedules: (rt?.certificates ?? []).map((c) => {
-        const s = this.#schedules.get(c.name);
-        return { name: c.name, failures: s?.failures ?? 0, nextAttempt: s && s.at > 0 ? new Date(s.at).toISOString() : null };
-      }),
+      schedules: (() => {
+        const next = new Map(this.#nextRuns().map((n) => [n.name, n.at]));
+        return (rt?.certificates ?? []).map((c) => {
+          const s = this.#schedules.get(c.name);
+          return { name: c.name, failures: s?.failures ?? 0, nextAttempt: s && s.at > 0 ? new Date(s.at).toISOString() : null, nextRun: next.get(c.name)?.toISOString() ?? null };
+        });
+      })(),
+      configReload: this.#configReload,
       metrics: this.#metricsServer?.url ?? null,
       controlSocket: this.#control?.path ?? null,
     };
@@ -587,10 +657,13 @@ export class Daemon extends EventEmitter<DaemonEvents> {
 
   async liveStatus(): Promise<LiveStatus> {
     const loaded = this.#loaded;
+    const daemon = this.status();
+    const next = new Map(daemon.schedules.map((c) => [c.name, c.nextRun]));
+    const entries = loaded ? await statusEntries(loaded) : [];
     return {
-      certificates: loaded ? await statusEntries(loaded) : [],
+      certificates: entries.map((e) => (e.configured ? { ...e, nextRun: next.get(e.name) ?? null } : e)),
       health: await this.health(),
-      daemon: this.status(),
+      daemon,
     };
   }
 }
@@ -606,6 +679,7 @@ export function logCycle(log: Logger, report: CycleReport, trigger: CycleTrigger
       durationMs: c.durationMs,
       fingerprint: c.fingerprint,
       notAfter: c.notAfter,
+      ...(c.refused ? { refusedFingerprint: c.refused.fingerprint } : {}),
       ...(c.reason ? { reason: c.reason } : {}),
       ...(c.error ? { code: c.error.code, error: c.error.message } : {}),
     };

@@ -248,6 +248,7 @@ export function enforceFipsRuntime(
   mode: FipsRuntimeMode,
   log: Logger,
   deps: FipsProbeDeps = systemProbeDeps,
+  options: { warn?: boolean } = {},
 ): FipsReport | undefined {
   if (mode === 'off') return undefined;
   const report = probeFips(deps);
@@ -268,8 +269,21 @@ export function enforceFipsRuntime(
       details: { ...facts, missing: reasons },
     });
   }
-  log.warn({ rule: RULE_FIPS_RT, missing: report.missing, runtime: report.runtime, kernel: report.kernel }, 'running without FIPS (fips_runtime: auto); set fips_runtime: require to refuse');
+  // Said once per process (certd run probes again on every SIGHUP; nothing has changed then).
+  if (options.warn === false) {
+    log.debug({ rule: RULE_FIPS_RT, missing: report.missing }, 'still running without FIPS (fips_runtime: auto)');
+  } else if (log.format === 'text') {
+    // On a terminal the JSON fields would make one line of 600 characters: the gist, and where the rest is.
+    log.warn({}, `not FIPS (fips_runtime: auto): ${report.missing.map(gist).join('; ')}; run certd fips for how to fix it, or set fips_runtime: require to refuse`);
+  } else {
+    log.warn({ rule: RULE_FIPS_RT, missing: report.missing, runtime: report.runtime, kernel: report.kernel }, 'running without FIPS (fips_runtime: auto); set fips_runtime: require to refuse');
+  }
   return report;
+}
+
+/** "no FIPS provider loaded (install ...)" -> "no FIPS provider loaded". */
+function gist(missing: string): string {
+  return missing.split(/ \(|: |; /)[0] ?? missing;
 }
 
 /** Where OpenSSL was told to look, for a refusal message: the file to check is named. */

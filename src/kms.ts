@@ -7,7 +7,7 @@
 import type { ProviderDeps } from './contracts.js';
 import { type AwsLocation, awsClient, awsSend, sdk } from './aws.js';
 import { CertdError } from './errors.js';
-import { encodePem, parseBundle } from './policy/pem.js';
+import { parseKeyInput } from './policy/pem.js';
 import type { KeyEncryption } from './schema.js';
 import { Secret } from './secret.js';
 
@@ -33,21 +33,13 @@ function ciphertextBytes(value: Buffer | string, origin: CiphertextOrigin): Buff
   return Buffer.from(text, 'base64');
 }
 
-/** The private key PEM in `plaintext` (PEM or PKCS#8 DER); zeroes `plaintext`. */
+/** The private key PEM in `plaintext` (PEM, or DER: PKCS#8, SEC 1, PKCS#1); zeroes `plaintext`. */
 function keyFromPlaintext(plaintext: Buffer, origin: CiphertextOrigin): Secret {
   try {
-    if (plaintext.includes('-----BEGIN ')) {
-      const key = parseBundle(plaintext).keyPem;
-      if (key) return key;
-    } else if (plaintext[0] === 0x30) {
-      return new Secret(encodePem('PRIVATE KEY', plaintext));
-    }
-  } catch (err) {
-    throw new CertdError('E_PARSE', `decrypting the private key of ${origin.cert} from ${origin.where}: the plaintext is not a private key`, { cause: err, permanent: true });
+    return parseKeyInput(plaintext, `decrypting the private key of ${origin.cert} from ${origin.where}: the plaintext`);
   } finally {
     plaintext.fill(0);
   }
-  throw new CertdError('E_PARSE', `decrypting the private key of ${origin.cert} from ${origin.where}: the plaintext is not a private key (PEM or PKCS#8 DER expected)`, { permanent: true });
 }
 
 /**

@@ -2,9 +2,11 @@
  * The deployment lock: one certd deploys into a state directory at a time. A lock file holds
  * the owner's pid; a lock whose owner is gone (crash, SIGKILL) is taken over.
  */
-import { link, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { link, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CertdError } from './errors.js';
+import { secureStateDir } from './fsutil.js';
+import type { Tightened } from './fsutil.js';
 
 function alive(pid: number): boolean {
   try {
@@ -19,8 +21,13 @@ export interface Lock {
   release(): Promise<void>;
 }
 
-export async function acquireLock(stateDir: string, purpose: string): Promise<Lock> {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+/**
+ * Takes the lock of `stateDir`, after making sure nobody but certd can write there (see
+ * secureStateDir: loose modes are tightened and passed to `onTightened`, foreign owners refused).
+ */
+export async function acquireLock(stateDir: string, purpose: string, onTightened?: (t: readonly Tightened[]) => void): Promise<Lock> {
+  const tightened = await secureStateDir(stateDir);
+  if (tightened.length > 0) onTightened?.(tightened);
   const path = join(stateDir, 'deploy.lock');
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
@@ -55,4 +62,12 @@ export async function acquireLock(stateDir: string, purpose: string): Promise<Lo
     }
   }
   throw new CertdError('E_LOCKED', `could not take the deployment lock ${path}`);
+}
+
+/** The one warning for state-directory modes certd had to tighten. */
+export function warnTightened(log: { warn(obj: object, msg: string): void }, tightened: readonly Tightened[]): void {
+  log.warn(
+    { step: 'state_dir', tightened: tightened.map((t) => ({ path: t.path, mode: `0${t.from.toString(8)}` })) },
+    `state_dir: removed group/other access from ${tightened.map((t) => `${t.path} (was 0${t.from.toString(8)})`).join(', ')}; keep it 0700: another user could replace last-good records`,
+  );
 }

@@ -10,6 +10,8 @@ import { scrub } from './errors.js';
 export type Level = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
 export interface Logger {
+  /** How lines are written; a message may be shorter in text, where fields are hard to read. */
+  readonly format?: 'json' | 'text' | undefined;
   debug(fields: Record<string, unknown>, msg: string): void;
   info(fields: Record<string, unknown>, msg: string): void;
   warn(fields: Record<string, unknown>, msg: string): void;
@@ -69,6 +71,7 @@ export function createLogger(options: LogOptions = {}): Logger {
     destination,
   );
   const wrap = (l: PinoLogger): Logger => ({
+    format: fmt,
     debug: (f, m) => l.debug(f, m),
     info: (f, m) => l.info(f, m),
     warn: (f, m) => l.warn(f, m),

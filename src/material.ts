@@ -1,5 +1,6 @@
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import { inspect } from 'node:util';
+import { orderCertificates } from './chain-order.js';
 import { CertdError } from './errors.js';
 import type { PolicyInput, PolicyKey } from './policy/types.js';
 import { parseBundle } from './policy/pem.js';
@@ -18,7 +19,10 @@ export type MaterialKey =
   | { readonly kind: 'pkcs11'; readonly uri: string; readonly spki?: Buffer | undefined; readonly proven?: boolean | undefined };
 
 export interface MaterialInit {
-  /** DER certificates: the leaf first, then the chain as delivered. */
+  /**
+   * DER certificates in any order: Material keeps each once, the leaf first (the certificate of
+   * the key), then the chain in issuer order (see chain-order.ts).
+   */
   readonly certs: readonly Buffer[];
   readonly key: MaterialKey;
   /** The source's version of this material (secret VersionId, parameter version, serial...). */
@@ -53,6 +57,16 @@ function leafFacts(der: Buffer): LeafFacts {
       subject: x.subject.replace(/\n/g, ', '),
       ...opensslAltNames(x.subjectAltName),
     };
+  }
+}
+
+/** The public key (SPKI DER) of a Material's key, when it can be known without a token; undefined when the key does not load (the policy says why). */
+function keySpkiOf(key: MaterialKey): Buffer | undefined {
+  if (key.kind === 'pkcs11') return key.spki && key.spki.length > 0 ? key.spki : undefined;
+  try {
+    return createPublicKey(key.pem.reveal()).export({ type: 'spki', format: 'der' });
+  } catch {
+    return undefined;
   }
 }
 
@@ -92,7 +106,8 @@ export class Material {
   readonly ipAddresses: readonly string[];
 
   constructor(init: MaterialInit) {
-    const [leaf, ...chain] = init.certs;
+    const certs = orderCertificates(init.certs, () => keySpkiOf(init.key));
+    const [leaf, ...chain] = certs;
     if (!leaf) throw new CertdError('E_PARSE', `reading material from ${init.origin}: no certificate found`);
     let facts: LeafFacts;
     try {
@@ -107,7 +122,7 @@ export class Material {
     this.origin = init.origin;
     this.fingerprint = fingerprintOf(this.leaf);
     const h = createHash('sha256');
-    for (const c of init.certs) h.update(c);
+    for (const c of certs) h.update(c);
     this.digest = h.digest('hex');
     this.notBefore = facts.notBefore;
     this.notAfter = facts.notAfter;

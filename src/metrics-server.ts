@@ -11,6 +11,8 @@
  *   certd_source_requests_total{source,operation,result}    ok | error | throttled
  *   certd_reloads_total{result}                             ok | error
  *   certd_policy_rejections_total{rule}                     POLICY.md rule ids
+ *   certd_certificate_next_attempt_timestamp_seconds{name}  when the daemon next tries it (status's nextRun)
+ *   certd_config_reload_ok                                  1: the last SIGHUP's config was taken (or none yet); 0: refused
  *   certd_cycles_total{result}, certd_last_cycle_timestamp_seconds
  * plus prom-client's default process and Node.js series.
  */
@@ -29,6 +31,10 @@ export interface PromMetrics extends Metrics {
   forget(name: string): void;
   /** One finished cycle. */
   cycle(ok: boolean, at: Date): void;
+  /** How the last config reload ended (1 at start). */
+  configReload(ok: boolean): void;
+  /** Where certd_certificate_next_attempt_timestamp_seconds is read from, at each scrape. */
+  nextAttempts(read: () => readonly { name: string; at: Date | null }[]): void;
   render(): Promise<{ contentType: string; body: string }>;
 }
 
@@ -52,6 +58,19 @@ export async function createPromMetrics(): Promise<PromMetrics> {
   const rejections = counter('certd_policy_rejections_total', 'Findings that refused material, by POLICY.md rule id.', ['rule']);
   const cycles = counter('certd_cycles_total', 'Finished cycles; failed when any certificate failed.', ['result']);
   const lastCycle = gauge('certd_last_cycle_timestamp_seconds', 'When the last cycle finished, as a Unix time.', []);
+  const reloadOk = gauge('certd_config_reload_ok', '1 when the config read at the last SIGHUP was taken (or there was none since start), 0 when it was refused and the previous one still runs.', []);
+  let readNext: (() => readonly { name: string; at: Date | null }[]) | undefined;
+  // Read at each scrape: the next scheduled time moves on by itself, between cycles.
+  new prom.Gauge({
+    name: 'certd_certificate_next_attempt_timestamp_seconds',
+    help: 'When the daemon next tries the certificate (the next scheduled cycle, or the end of its backoff when later), as a Unix time.',
+    labelNames: ['name'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const n of readNext?.() ?? []) if (n.at) this.labels({ name: n.name }).set(seconds(n.at));
+    },
+  });
   for (const result of ['ok', 'error'] as const) reloads.labels({ result }).inc(0);
   for (const result of ['ok', 'failed'] as const) cycles.labels({ result }).inc(0);
 
@@ -88,6 +107,12 @@ export async function createPromMetrics(): Promise<PromMetrics> {
     cycle(ok, at) {
       cycles.labels({ result: ok ? 'ok' : 'failed' }).inc();
       lastCycle.set(seconds(at));
+    },
+    configReload(ok) {
+      reloadOk.set(ok ? 1 : 0);
+    },
+    nextAttempts(read) {
+      readNext = read;
     },
     async render() {
       return { contentType: registry.contentType, body: await registry.metrics() };

@@ -3,6 +3,7 @@
  * distinct reload spec, verify, and commit or roll back. A failure of one certificate never
  * stops the others; what is deployed is always a whole, policy-checked set.
  */
+import { createHash } from 'node:crypto';
 import { checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
@@ -11,13 +12,18 @@ import type { Finding, PolicySettings } from './policy/types.js';
 import { parseCertificate } from './policy/x509.js';
 import { describeReload, reloadKey, type ReloadSpec, runReload, runTest } from './reload.js';
 import type { CertificateRuntime, Runtime } from './runtime.js';
-import type { CertState, CycleOutcome, LastGood } from './state.js';
+import type { CertState, CycleOutcome, LastGood, RefusedMaterial } from './state.js';
 import { waitForServed } from './verify.js';
 import { prefetchAll } from './prefetch.js';
 
 export interface CertificateReport {
   name: string;
   result: CycleOutcome;
+  /**
+   * The leaf served after this cycle: the new one when deployed, the deployed one when unchanged,
+   * and for a failed certificate the last good one still served (undefined when none is).
+   * `version`, `notAfter` and `origin` describe the same certificate.
+   */
   fingerprint?: string | undefined;
   previousFingerprint?: string | undefined;
   version?: string | undefined;
@@ -26,7 +32,15 @@ export interface CertificateReport {
   /** Why nothing was fetched or deployed ("not due until ...", "same as deployed"). */
   reason?: string | undefined;
   error?: { code: string; message: string } | undefined;
+  /** A failed certificate's material that was fetched and not deployed. */
+  refused?: RefusedMaterial | undefined;
   findings?: Finding[] | undefined;
+  /**
+   * Targets of the last deployment that are no longer configured (a changed `dir`, a removed
+   * target), named once, in the cycle that deployed without them: certd no longer manages what
+   * it left there, and removes nothing a server may still read.
+   */
+  leftBehind?: string[] | undefined;
   durationMs: number;
 }
 
@@ -43,6 +57,11 @@ export interface CycleOptions {
   /** Only this certificate (--cert). */
   only?: string | undefined;
   dryRun?: boolean | undefined;
+  /**
+   * rotate --now --force: issuers issue a new certificate (and key) although theirs is not due,
+   * and every other certificate is deployed again although the source has nothing new.
+   */
+  force?: boolean | undefined;
   signal?: AbortSignal | undefined;
   /** Skip due-time checks of issuers (rotate --now forces nothing else). */
   onProgress?: ((done: number, total: number, name: string) => void) | undefined;
@@ -119,7 +138,7 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
   await prefetchAll(certs, rt.log, fetchSignal);
   let done = 0;
   await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
-    const w = await prepare(rt, cert, dryRun, signal, fetchSignal);
+    const w = await prepare(rt, cert, { dryRun, force: options.force === true }, signal, fetchSignal);
     work.push(w);
     options.onProgress?.(++done, certs.length, cert.name);
   });
@@ -135,8 +154,12 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
       await t.commit(signal).catch((err: unknown) => rt.log.warn({ cert: w.cert.name, target: t.description, err: messageOf(err) }, 'cleaning up after commit failed'));
     }
     w.report.result = 'deployed';
+    await reportLeftBehind(rt, w);
   }
-  for (const w of work) await record(rt, w, dryRun);
+  for (const w of work) {
+    if (w.report.result === 'failed') showServed(w);
+    await record(rt, w, dryRun);
+  }
   const reports = work.map((w) => w.report);
   return {
     ok: reports.every((r) => r.result !== 'failed'),
@@ -172,8 +195,46 @@ async function expandEntries(rt: Runtime, entries: readonly CertificateRuntime[]
   return out;
 }
 
+/**
+ * A digest of how the certificate's targets are configured (dir, mode, group, owner, layout,
+ * url, ...): the last deployment records it, and a different one means the targets must be
+ * written again even when the certificate is the same.
+ */
+export function targetConfigDigest(cert: Pick<CertificateRuntime, 'config'>): string {
+  return createHash('sha256').update(JSON.stringify(cert.config?.targets ?? null)).digest('hex');
+}
+
+/**
+ * Why the targets need this certificate again although it may be unchanged, or undefined. A
+ * record written before target digests were kept is taken as matching (no mass redeployment
+ * on upgrade); its next deployment records the digest.
+ */
+function targetsChanged(cert: CertificateRuntime, lastGood: LastGood | undefined): string | undefined {
+  if (!lastGood) return undefined;
+  const now = cert.targets.map((t) => t.description);
+  if (JSON.stringify(lastGood.targets) !== JSON.stringify(now)) return 'the targets changed';
+  if (lastGood.targetConfig !== undefined && lastGood.targetConfig !== targetConfigDigest(cert)) return 'the target configuration changed';
+  return undefined;
+}
+
+/** Targets of the last deployment this one no longer has: named in the report, the log and the audit trail. */
+async function reportLeftBehind(rt: Runtime, w: Work): Promise<void> {
+  const now = new Set(w.cert.targets.map((t) => t.description));
+  const gone = (w.state.lastGood?.targets ?? []).filter((t) => !now.has(t));
+  if (gone.length === 0) return;
+  w.report.leftBehind = gone;
+  for (const t of gone) {
+    rt.log.warn(
+      { cert: w.cert.name, step: 'targets', target: t },
+      `${t} is no longer a target of ${w.cert.name}: certd deployed it elsewhere and manages nothing there any more; what it wrote there (the private key too) stays until you remove it once nothing reads it`,
+    );
+    await audit(rt, { event: 'target-retired', cert: w.cert.name, target: t, fingerprint: w.state.lastGood?.fingerprint });
+  }
+}
+
 /** Fetch, policy, compare and stage one certificate. Never throws: failures land in the report. */
-async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, signal: AbortSignal, fetchSignal: AbortSignal = signal): Promise<Work> {
+async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boolean; force: boolean }, signal: AbortSignal, fetchSignal: AbortSignal = signal): Promise<Work> {
+  const dryRun = o.dryRun;
   const state = await rt.state.get(cert.name).catch(() => ({ name: cert.name }) as CertState);
   const w: Work = { cert, state, started: Date.now(), report: { name: cert.name, result: 'failed', durationMs: 0 }, staged: [] };
   const log = rt.log.child({ cert: cert.name });
@@ -184,7 +245,10 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
     // deleted behind certd's back) gets it again even when the source has nothing new.
     const lost = deployed ? await lostTargets(cert.targets, deployed.fingerprint, fetchSignal) : [];
     if (lost.length > 0) log.warn({ step: 'check', targets: lost, fingerprint: deployed?.fingerprint }, 'a target no longer holds the deployed certificate; deploying again');
-    if (isIssuer(cert.source) && deployed && !state.pending && lost.length === 0) {
+    const changed = targetsChanged(cert, state.lastGood);
+    if (changed) log.info({ step: 'check', targets: cert.targets.map((t) => t.description) }, `${changed} since the last deployment; deploying again`);
+    const again = o.force ? 'forced (rotate --now --force)' : changed;
+    if (isIssuer(cert.source) && deployed && !state.pending && lost.length === 0 && again === undefined) {
       const due = cert.source.dueAt(deployed);
       if (rt.clock.now() < due) {
         Object.assign(w.report, { result: 'unchanged', fingerprint: deployed.fingerprint, version: deployed.version, notAfter: deployed.notAfter, reason: `not due until ${due.toISOString()}` });
@@ -204,12 +268,12 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, dryRun: boolean, s
       if (!dryRun) await audit(rt, { event: 'policy-refusal', cert: cert.name, fingerprint: material.fingerprint, version: material.version, origin: material.origin, rules: rejects.map((f) => f.rule) });
       throw new CertdError('E_POLICY', `checking ${cert.name} from ${material.origin}: refused by policy: ${rejects.map((f) => `${f.rule} (${f.message})`).join('; ')}`, { details: { rules: rejects.map((f) => f.rule) } });
     }
-    const targets = cert.targets.map((t) => t.description);
-    const sameTargets = state.lastGood !== undefined && JSON.stringify(state.lastGood.targets) === JSON.stringify(targets);
-    if (state.lastGood && state.lastGood.digest === material.digest && sameTargets && !state.pending && lost.length === 0) {
+    if (state.lastGood && state.lastGood.digest === material.digest && again === undefined && !state.pending && lost.length === 0) {
       Object.assign(w.report, { result: 'unchanged', reason: 'same as deployed' });
       return w;
     }
+    if (again !== undefined && state.lastGood?.digest === material.digest) w.report.reason = `${again}: the same certificate again`;
+    else if (o.force) w.report.reason = 'forced (rotate --now --force)';
     if (dryRun) {
       w.report.result = 'would-deploy';
       return w;
@@ -417,6 +481,22 @@ async function reloadAndVerify(rt: Runtime, staged: Work[], signal: AbortSignal)
   return reloads;
 }
 
+/**
+ * A failed certificate's report describes what is still served (its last good deployment); the
+ * material it fetched and did not deploy moves to `refused`.
+ */
+function showServed(w: Work): void {
+  const r = w.report;
+  const good = w.state.lastGood;
+  if (r.fingerprint !== undefined && r.refused === undefined) {
+    r.refused = { fingerprint: r.fingerprint, version: r.version, notAfter: r.notAfter, origin: r.origin };
+  }
+  r.fingerprint = good?.fingerprint;
+  r.version = good?.version;
+  r.notAfter = good?.notAfter;
+  r.origin = good?.origin;
+}
+
 async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
   const r = w.report;
   const now = rt.clock.now().toISOString();
@@ -436,6 +516,7 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
       dnsNames: m.dnsNames,
       deployedAt: now,
       targets: w.cert.targets.map((t) => t.description),
+      targetConfig: targetConfigDigest(w.cert),
     };
   }
   const failures = r.result === 'failed' ? (w.state.lastResult?.failures ?? 0) + 1 : 0;
@@ -455,7 +536,7 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
   await rt.state.put({
     name: w.cert.name,
     lastGood,
-    lastResult: { result: r.result, at: now, error: r.error, findings: r.findings, failures },
+    lastResult: { result: r.result, at: now, error: r.error, ...(r.refused ? { refused: r.refused } : {}), findings: r.findings, failures },
     // A deployment this cycle attempted ended in commit or rollback; one it did not attempt
     // leaves the marker of an interrupted earlier run in place.
     ...(w.material === undefined && w.state.pending ? { pending: w.state.pending } : {}),
@@ -464,10 +545,11 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     event: 'rotation',
     cert: w.cert.name,
     result: r.result,
-    fingerprint: r.fingerprint,
+    // The material this rotation was about: for a failed one, the one not deployed.
+    fingerprint: r.refused?.fingerprint ?? r.fingerprint,
     previousFingerprint: r.previousFingerprint,
-    version: r.version,
-    origin: r.origin,
+    version: r.refused ? r.refused.version : r.version,
+    origin: r.refused ? r.refused.origin : r.origin,
     error: r.error,
     rules: r.findings?.map((f) => `${f.rule}:${f.severity}`),
     targets: w.cert.targets.map((t) => t.description),

@@ -2,16 +2,68 @@
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 
+/** Keys whose value may be a secret put in the wrong place: a type error shows their type only. */
+const SECRET_LOOKING = /pin|pass|secret|token|api_key|credential/i;
+
+/**
+ * A value as a config type error shows it: `number 30`, `string "web.test"`, `boolean true`,
+ * `a list`, `a mapping`. `path` is the key path: a value under a secret-looking key (a PIN typed
+ * where `pin_env` wants a variable name) is shown by its type alone.
+ */
+export function describeValue(value: unknown, path: readonly PropertyKey[] = []): string {
+  if (value === null) return 'no value (null)';
+  if (Array.isArray(value)) return 'a list';
+  const type = typeof value;
+  if (type === 'object') return 'a mapping';
+  if (path.some((p) => typeof p === 'string' && SECRET_LOOKING.test(p))) return `a ${type} (value not shown)`;
+  if (type === 'string') {
+    const text = value as string;
+    return `string ${JSON.stringify(text.length > 60 ? `${text.slice(0, 60)}...` : text)}`;
+  }
+  return `${type} ${String(value)}`;
+}
+
+/** What the config reader calls the types zod expects. */
+const EXPECTED: Readonly<Record<string, string>> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  array: 'a list',
+  tuple: 'a list',
+  object: 'a mapping',
+  record: 'a mapping',
+  map: 'a mapping',
+};
+
+/**
+ * The config's error map for type errors: "expected a number, got string "3072"", and
+ * "required" only for a key that is absent or has no value. Other issues keep their own
+ * messages (the schemas' custom ones, or zod's).
+ */
+export function configErrorMap(iss: { code?: string; expected?: string; input?: unknown; path?: readonly PropertyKey[] | undefined }): string | undefined {
+  if (iss.code !== 'invalid_type') return undefined;
+  if (iss.input === undefined) return 'required';
+  if (iss.input === null) return 'required (the key has no value)';
+  const expected = EXPECTED[iss.expected ?? ''] ?? `a ${iss.expected ?? 'different type'}`;
+  return `expected ${expected}, got ${describeValue(iss.input, iss.path ?? [])}`;
+}
+
+const DURATION_HINT = 'a duration string such as 30s, 15m, 24h or 7d';
+
 /** A duration string ("30s", "7d") checked at load time. */
 export const duration = (fallback: string) =>
-  z.string().default(fallback).refine((v) => {
+  z
+    .string({ error: (iss) => (iss.input === undefined || iss.input === null ? undefined : `expected ${DURATION_HINT}, got ${describeValue(iss.input, iss.path ?? [])}`) })
+    .default(fallback)
+    .refine((v) => {
     try {
       parseDuration(v);
       return true;
     } catch {
       return false;
     }
-  }, 'expected a duration such as 30s, 15m, 24h or 7d');
+  }, `expected ${DURATION_HINT}`);
 
 /** Key types an issuer can generate for the leaf. */
 export const leafKeyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']).default('ec-p256');

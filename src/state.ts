@@ -17,11 +17,23 @@ export interface LastGood extends DeployedSummary {
   readonly dnsNames: readonly string[];
   readonly deployedAt: string;
   readonly targets: readonly string[];
+  /** targetConfigDigest of the targets' configuration at deployment (absent in older records). */
+  readonly targetConfig?: string | undefined;
+}
+
+/** Material a cycle fetched and did not deploy (refused by policy, failed reload or verification). */
+export interface RefusedMaterial {
+  readonly fingerprint: string;
+  readonly version?: string | undefined;
+  readonly notAfter?: string | undefined;
+  readonly origin?: string | undefined;
 }
 
 export interface LastResult {
   readonly result: CycleOutcome;
   readonly at: string;
+  /** With result "failed": what was fetched and not deployed (`lastGood` is what is still served). */
+  readonly refused?: RefusedMaterial | undefined;
   readonly error?: { readonly code: string; readonly message: string } | undefined;
   readonly findings?: readonly Finding[] | undefined;
   /** Consecutive failures, for backoff. */

@@ -8,9 +8,9 @@ export const auditVerifyCommand: Command = {
   summary: 'certd audit verify: checks the hash chain of the audit trail.',
   usage: 'certd audit verify [--file F] [--config F] [--json]',
   help: `Options:
-  --file F     the trail to check (default: audit_log of the config)
-  --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml); read only without --file
-  --json       {"ok", "file", "records", "firstBad": {"line", "seq", "reason"}, "head", "warnings"}
+  --file F         the trail to check (default: audit_log of the config)
+  -c, --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml); read only without --file
+  --json           {"ok", "file", "records", "firstBad": {"line", "seq", "reason"}, "head", "warnings"}
 
 Every line must parse, match its own hash, name the hash of the line before it as "prev" (the
 first: 64 zeros), and carry seq 1, 2, 3 ... in order; the head file (F${HEAD_SUFFIX}) must not

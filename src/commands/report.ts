@@ -13,15 +13,15 @@ export const reportCommand: Command = {
   summary: 'certd report: compliance evidence for assessors (NIST SP 800-53 SC-12, SC-13, SC-17).',
   usage: 'certd report [--config F] [--format json|md|html] [--out F] [--sign] [--no-endpoints]',
   help: `Options:
-  --config F       config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --format X       json (default), md or html (one self-contained file: inline CSS, no scripts,
-                   nothing fetched; prints well)
-  --out F          write the report to F instead of stdout
-  --sign           also write F.sig: a detached signature of F's exact bytes, DER-encoded, made
-                   with report.signing_key (RSA or EC, PEM) and SHA-256. Check it with
-                     openssl dgst -sha256 -verify pub.pem -signature F.sig F
-                   (pub.pem: openssl pkey -in key.pem -pubout). Needs --out.
-  --no-endpoints   do not probe the verify endpoints (protocol and suite scan)
+  -c, --config F       config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
+  --format X           json (default), md or html (one self-contained file: inline CSS, no scripts,
+                       nothing fetched; prints well)
+  --out F              write the report to F instead of stdout
+  --sign               also write F.sig: a detached signature of F's exact bytes, DER-encoded, made
+                       with report.signing_key (RSA or EC, PEM) and SHA-256. Check it with
+                         openssl dgst -sha256 -verify pub.pem -signature F.sig F
+                       (pub.pem: openssl pkey -in key.pem -pubout). Needs --out.
+  --no-endpoints       do not probe the verify endpoints (protocol and suite scan)
 
 The report holds, for each certificate: source and version, subject, SANs, key, signature
 algorithm, validity and days left, the chain to its anchor, every policy finding re-checked on

@@ -4,21 +4,26 @@ import { loadConfig } from '../config.js';
 import { askDaemon } from '../control.js';
 import { CertdError } from '../errors.js';
 import { enforceFipsRuntime } from '../fips.js';
-import { acquireLock } from '../lock.js';
+import { acquireLock, warnTightened } from '../lock.js';
 import { runCycle, type CycleReport } from '../rotate.js';
-import { openRuntime, shortFingerprint, table } from './common.js';
+import { openRuntime, shortFingerprint, table, warnIfEmpty } from './common.js';
 
 export function printCycle(report: CycleReport, json: boolean, out: (t: string) => void): void {
   if (json) {
     out(`${JSON.stringify(report, null, 2)}\n`);
     return;
   }
+  // FINGERPRINT and NOT AFTER are what is served; a failed row names what it refused in DETAIL.
   const rows = [['CERTIFICATE', 'RESULT', 'FINGERPRINT', 'NOT AFTER', 'DETAIL']];
   for (const c of report.certificates) {
-    const detail = c.error ? `${c.error.code}: ${c.error.message}` : (c.reason ?? (c.result === 'deployed' ? `from ${c.origin ?? '?'}` : ''));
+    const refused = c.refused ? `refused ${shortFingerprint(c.refused.fingerprint)}: ` : '';
+    const detail = c.error ? `${refused}${c.error.code}: ${c.error.message}` : (c.reason ?? (c.result === 'deployed' ? `from ${c.origin ?? '?'}` : ''));
     rows.push([c.name, c.result, shortFingerprint(c.fingerprint), c.notAfter ?? '-', detail]);
   }
   out(table(rows));
+  for (const c of report.certificates) {
+    for (const t of c.leftBehind ?? []) out(`${c.name}: no longer deployed to ${t}; what certd wrote there stays: remove it once nothing reads it\n`);
+  }
   for (const r of report.reloads) out(`reload: ${r.command}: ${r.result}${r.error ? ` (${r.error})` : ''}\n`);
   const failed = report.certificates.filter((c) => c.result === 'failed').length;
   out(`${report.certificates.length} certificate(s), ${failed} failed, ${report.durationMs} ms${report.dryRun ? ' (dry run: nothing deployed)' : ''}\n`);
@@ -26,13 +31,16 @@ export function printCycle(report: CycleReport, json: boolean, out: (t: string) 
 
 export const rotateCommand: Command = {
   summary: 'certd rotate --now: one full cycle (fetch, check, deploy, reload, verify) now.',
-  usage: 'certd rotate --now [--config F] [--cert NAME] [--dry-run] [--json]',
+  usage: 'certd rotate --now [--config F] [--cert NAME] [--force] [--dry-run] [--json]',
   help: `Options:
-  --now          required: run the cycle now
-  --config F     config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --cert NAME    only this certificate
-  --dry-run      fetch and check, report what would be deployed; change nothing
-  --json         print the cycle report as JSON on stdout
+  --now              required: run the cycle now
+  -c, --config F     config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
+  --cert NAME        only this certificate
+  --force            deploy although nothing changed: issuers (local-ca, pkcs11-ca, kms-ca) issue
+                     a new certificate and key before theirs is due (a key believed compromised),
+                     and every other certificate is written to its targets again
+  --dry-run          fetch and check, report what would be deployed; change nothing
+  --json             print the cycle report as JSON on stdout
 
 A certificate that fails is reported and the others are still processed. Material that fails
 the policy is never deployed; a failed reload test or verification rolls back to the previous
@@ -48,6 +56,7 @@ on a terminal for more than one certificate, never with --json or when piped.`,
     config: { type: 'string' },
     cert: { type: 'string' },
     'dry-run': { type: 'boolean' },
+    force: { type: 'boolean' },
     json: { type: 'boolean' },
   },
   async run(v, _p, io) {
@@ -55,7 +64,7 @@ on a terminal for more than one certificate, never with --json or when piped.`,
       io.err('certd rotate: --now is required (the daemon, certd run, rotates on its schedule)\n');
       return EXIT_USAGE;
     }
-    const request: RotateArgs = { config: v['config'] as string | undefined, cert: v['cert'] as string | undefined, dryRun: v['dry-run'] === true, json: v['json'] === true };
+    const request: RotateArgs = { config: v['config'] as string | undefined, cert: v['cert'] as string | undefined, dryRun: v['dry-run'] === true, force: v['force'] === true, json: v['json'] === true };
     return (await rotateViaDaemon(request, io)) ?? rotateStandalone(request, io);
   },
 };
@@ -64,6 +73,8 @@ export interface RotateArgs {
   config: string | undefined;
   cert: string | undefined;
   dryRun: boolean;
+  /** --force: see CycleOptions.force. */
+  force?: boolean | undefined;
   json: boolean;
 }
 
@@ -82,11 +93,12 @@ export function progressReporter(io: Pick<Io, 'isTTY' | 'err'>, json: boolean, c
  */
 export async function rotateViaDaemon(a: RotateArgs, io: Io): Promise<number | undefined> {
   const loaded = loadConfig(a.config, io.env);
+  warnIfEmpty(loaded, io);
   const count = a.cert === undefined ? loaded.config.certificates.length : 1;
   const progress = progressReporter(io, a.json, count);
   const answer = await askDaemon(
     loaded.resolvePath(loaded.config.state_dir),
-    { op: 'rotate', ...(a.cert !== undefined ? { cert: a.cert } : {}), dryRun: a.dryRun, progress: progress !== undefined },
+    { op: 'rotate', ...(a.cert !== undefined ? { cert: a.cert } : {}), dryRun: a.dryRun, ...(a.force ? { force: true } : {}), progress: progress !== undefined },
     { onProgress: progress && ((p) => progress(p.done, p.total)) },
   );
   if (answer === undefined) return undefined;
@@ -107,12 +119,12 @@ export async function rotateStandalone(a: RotateArgs, io: Io): Promise<number> {
     await rt.close();
     throw err;
   }
-  const lock = a.dryRun ? undefined : await acquireLock(rt.stateDir, 'certd rotate --now').catch((err: unknown) => {
+  const lock = a.dryRun ? undefined : await acquireLock(rt.stateDir, 'certd rotate --now', (t) => warnTightened(rt.log, t)).catch((err: unknown) => {
     throw err instanceof CertdError ? err : new CertdError('E_LOCKED', String(err));
   });
   try {
     const progress = progressReporter(io, json, a.cert === undefined ? rt.certificates.length : 1);
-    const report = await runCycle(rt, { only: a.cert, dryRun: a.dryRun, onProgress: progress });
+    const report = await runCycle(rt, { only: a.cert, dryRun: a.dryRun, force: a.force === true, onProgress: progress });
     if (progress) io.err('\n');
     printCycle(report, json, io.out);
     return report.ok ? EXIT_OK : EXIT_FAIL;

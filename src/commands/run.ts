@@ -4,7 +4,7 @@ import { loadConfig } from '../config.js';
 import { Daemon } from '../daemon.js';
 import { enforceFipsRuntime } from '../fips.js';
 import { attachNotifier, createNotifier } from '../sd-notify.js';
-import { loggerFor } from './common.js';
+import { emptyConfigWarning, loggerFor } from './common.js';
 
 
 /** A stop that does not finish in this time ends the process anyway (systemd would SIGKILL it later). */
@@ -14,8 +14,8 @@ export const runCommand: Command = {
   summary: 'certd run: the daemon. Keeps every configured certificate deployed, checked and served.',
   usage: 'certd run [--config F] [--once]',
   help: `Options:
-  --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --once       run one cycle for every certificate, then exit (0 all deployed or unchanged, 1 any failed)
+  -c, --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
+  --once           run one cycle for every certificate, then exit (0 all deployed or unchanged, 1 any failed)
 
 What it does:
   - runs a cycle (fetch, policy check, deploy, reload, verify) at start, then on the config's
@@ -30,8 +30,11 @@ What it does:
   - logs one line per certificate and cycle (JSON, or text on a terminal with format: auto).
 
 Signals:
-  SIGHUP           re-read the config; a config that fails to load is logged and the running
-                   one stays (state_dir cannot change without a restart)
+  SIGHUP           re-read the config, then run a cycle of every certificate (backing off or
+                   not). A config that fails to load is logged, the running one stays and the
+                   cycle runs with it; /healthz ("configReload"), certd status and the metric
+                   certd_config_reload_ok (0) show the refusal until a reload is taken.
+                   state_dir cannot change without a restart
   SIGTERM, SIGINT  stop: no new cycle, a deployment in progress finishes, exit 0
 
 Exit: 0 after a clean stop; 1 when the lock is held by another certd; 2 on a configuration error.`,
@@ -40,7 +43,10 @@ Exit: 0 after a clean stop; 1 when the lock is held by another certd; 2 on a con
     const configPath = typeof v['config'] === 'string' ? v['config'] : undefined;
     const loaded = loadConfig(configPath, io.env);
     const log = loggerFor(loaded, io.env);
+    const empty = emptyConfigWarning(loaded);
+    if (empty) log.warn({ step: 'start', config: loaded.path }, empty);
     const once = v['once'] === true;
+    let probed = false;
     const daemon = new Daemon({
       configPath,
       log,
@@ -48,7 +54,10 @@ Exit: 0 after a clean stop; 1 when the lock is held by another certd; 2 on a con
       once,
       ...(once ? { metricsListen: false as const } : {}),
       // P-FIPS-RT at start and for every reloaded config (fips_runtime: require refuses it).
-      preflight: async (c) => void enforceFipsRuntime(c.config.fips_runtime, log),
+      preflight: async (c) => {
+        enforceFipsRuntime(c.config.fips_runtime, log, undefined, { warn: !probed });
+        probed = true;
+      },
     });
     // systemd Type=notify: READY after the first cycle, STATUS lines, watchdog pings, STOPPING.
     // A no-op unless NOTIFY_SOCKET is set; unix-dgram is loaded only then.

@@ -1,14 +1,14 @@
-import type { Command } from '../cli.js';
+import type { Command, Io } from '../cli.js';
 import { EXIT_FAIL, EXIT_OK } from '../cli.js';
-import { loadConfig, type LoadedConfig } from '../config.js';
+import { loadConfig, type LoadedConfig, stateDirHint } from '../config.js';
 import { askDaemon } from '../control.js';
 import type { DaemonStatus, LiveStatus } from '../daemon.js';
 import { parseDuration } from '../duration.js';
-import { messageOf } from '../errors.js';
+import { CertdError, messageOf } from '../errors.js';
 import { type Health, healthOf } from '../health.js';
 import { configuredNames } from '../discovery.js';
-import { StateStore, type CertState } from '../state.js';
-import { shortFingerprint, table } from './common.js';
+import { StateStore, type CertState, type RefusedMaterial } from '../state.js';
+import { shortFingerprint, table, warnIfEmpty } from './common.js';
 
 export interface StatusEntry {
   name: string;
@@ -21,8 +21,12 @@ export interface StatusEntry {
   lastResult: string | null;
   lastAt: string | null;
   error: { code: string; message: string } | null;
+  /** When the last cycle failed: the material it fetched and did not deploy (`fingerprint` is still served). */
+  refused: RefusedMaterial | null;
   rules: string[];
   configured: boolean;
+  /** When the running daemon next tries it (only in a daemon's answer; see DaemonStatus.schedules). */
+  nextRun?: string | null;
 }
 
 export function statusEntry(s: CertState, configured: boolean): StatusEntry {
@@ -37,6 +41,7 @@ export function statusEntry(s: CertState, configured: boolean): StatusEntry {
     lastResult: s.lastResult?.result ?? null,
     lastAt: s.lastResult?.at ?? null,
     error: s.lastResult?.error ?? null,
+    refused: s.lastResult?.refused ?? null,
     rules: (s.lastResult?.findings ?? []).map((f) => `${f.rule}:${f.severity}`),
     configured,
   };
@@ -80,60 +85,98 @@ export const statusCommand: Command = {
   summary: 'certd status: what is deployed for each certificate and how its last cycle ended.',
   usage: 'certd status [--config F] [--json] [--health]',
   help: `Options:
-  --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --json       {"certificates": [{"name","fingerprint","notAfter","version","lastResult",...}],
-               "daemon": {...}} (daemon: the running certd's live state, when one answers)
-  --health     a health check: one line per problem, exit 1 when there is any. A configured
-               certificate is a problem when it has never been deployed, when its last cycle
-               failed, or when what is deployed expires within renew_before (at most a sixth
-               of its lifetime, so short-lived issued certificates are judged fairly). With
-               --json: {"ok", "problems": [{"name","problem","message"}]}.
+  -c, --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
+  --json           {"certificates": [{"name","fingerprint","notAfter","version","lastResult",...}],
+                   "daemon": {...}} (daemon: the running certd's live state, when one answers)
+  --health         a health check: one line per problem, exit 1 when there is any. A configured
+                   certificate is a problem when it has never been deployed, when its last cycle
+                   failed, or when what is deployed expires within renew_before (at most a sixth
+                   of its lifetime, so short-lived issued certificates are judged fairly). With
+                   --json: {"ok", "problems": [{"name","problem","message"}]}.
 
 Reads the last-good records in state_dir and asks a running certd (certd run) over its control
-socket for its live state; shows no key material. Exit 0 (with --health: 0 healthy, 1 not).`,
+socket for its live state: when each certificate is tried next, and how the last SIGHUP ended.
+When the config file does not load (a broken edit), certd status says why and still shows the
+running certd's state (found through the state_dir the file names, else /run/certd); the exit
+code is then the daemon's answer's. Shows no key material. Exit 0 (with --health: 0 healthy, 1 not).`,
   options: { config: { type: 'string' }, json: { type: 'boolean' }, health: { type: 'boolean' } },
   async run(v, _p, io) {
-    const loaded = loadConfig(typeof v['config'] === 'string' ? v['config'] : undefined, io.env);
+    const flag = typeof v['config'] === 'string' ? v['config'] : undefined;
+    const json = v['json'] === true;
+    let loaded: LoadedConfig;
+    try {
+      loaded = loadConfig(flag, io.env);
+    } catch (err) {
+      // A config broken on disk must not hide what the running daemon is doing.
+      const live = err instanceof CertdError && err.code === 'E_CONFIG' ? await askByHint(flag, io.env) : undefined;
+      if (!live) throw err;
+      io.err(`certd status: ${messageOf(err)}\ncertd status: showing the running certd's state (pid ${live.daemon.pid}, still running the config it loaded at ${live.daemon.configReload?.runningSince ?? live.daemon.startedAt ?? '?'})\n`);
+      return v['health'] === true ? printHealth(live.health, json, io) : printLive(live, json, io);
+    }
+    warnIfEmpty(loaded, io);
     if (v['health'] === true) {
       // From the state files, not the socket: the check must work whether or not the daemon answers.
-      const health = await healthOfConfig(loaded, new Date());
-      if (v['json'] === true) io.out(`${JSON.stringify(health, null, 2)}\n`);
-      else io.out(health.ok ? `ok: ${loaded.config.certificates.length} certificate(s) deployed and current\n` : health.problems.map((p) => `${p.message}\n`).join(''));
-      return health.ok ? EXIT_OK : EXIT_FAIL;
+      return printHealth(await healthOfConfig(loaded, new Date()), json, io, loaded.config.certificates.length);
     }
     const live = await askLive(loaded).catch((err: unknown) => {
       io.err(`certd status: the running certd did not answer (${messageOf(err)}); showing the state files\n`);
       return undefined;
     });
-    const entries = live?.certificates ?? (await statusEntries(loaded));
-    if (v['json'] === true) {
-      io.out(`${JSON.stringify({ certificates: entries, ...(live ? { daemon: live.daemon } : {}) }, null, 2)}\n`);
-      return EXIT_OK;
-    }
-    if (live) io.out(daemonLine(live.daemon));
-    const rows = [['CERTIFICATE', 'DEPLOYED', 'NOT AFTER', 'VERSION', 'LAST RESULT', 'DETAIL']];
-    for (const e of entries) {
-      rows.push([
-        e.name + (e.configured ? '' : ' (not in config)'),
-        shortFingerprint(e.fingerprint ?? undefined),
-        e.notAfter ?? '-',
-        e.version ?? '-',
-        e.lastResult ? `${e.lastResult} at ${e.lastAt}` : 'never run',
-        e.error ? `${e.error.code}: ${e.error.message}` : e.targets.join(', '),
-      ]);
-    }
-    io.out(table(rows));
-    if (live) {
-      for (const c of live.daemon.schedules) {
-        if (c.nextAttempt) io.out(`${c.name}: ${c.failures} consecutive failure(s); next attempt at ${c.nextAttempt}\n`);
-      }
-    }
+    if (live) return printLive(live, json, io);
+    const entries = await statusEntries(loaded);
+    if (json) io.out(`${JSON.stringify({ certificates: entries }, null, 2)}\n`);
+    else io.out(certificateTable(entries, false));
     return EXIT_OK;
   },
 };
 
+/** The daemon of the state_dir a config that does not load names, if one answers. */
+async function askByHint(flag: string | undefined, env: NodeJS.ProcessEnv): Promise<LiveStatus | undefined> {
+  const stateDir = stateDirHint(flag, env);
+  if (!stateDir) return undefined;
+  const answer = await askDaemon(stateDir, { op: 'status' }, { timeoutMs: 5_000 }).catch(() => undefined);
+  return answer as LiveStatus | undefined;
+}
+
+function printHealth(health: Health, json: boolean, io: Io, count?: number): number {
+  if (json) io.out(`${JSON.stringify(health, null, 2)}\n`);
+  else io.out(health.ok ? `ok: ${count ?? 'every'} certificate(s) deployed and current\n` : health.problems.map((p) => `${p.message}\n`).join(''));
+  return health.ok ? EXIT_OK : EXIT_FAIL;
+}
+
+function printLive(live: LiveStatus, json: boolean, io: Io): number {
+  if (json) {
+    io.out(`${JSON.stringify({ certificates: live.certificates, daemon: live.daemon }, null, 2)}\n`);
+    return EXIT_OK;
+  }
+  io.out(daemonLine(live.daemon));
+  io.out(certificateTable(live.certificates, true));
+  for (const c of live.daemon.schedules) {
+    if (c.nextAttempt) io.out(`${c.name}: ${c.failures} consecutive failure(s); backing off until ${c.nextAttempt}\n`);
+  }
+  return EXIT_OK;
+}
+
+function certificateTable(entries: readonly StatusEntry[], live: boolean): string {
+  const rows = [['CERTIFICATE', 'DEPLOYED', 'NOT AFTER', 'VERSION', 'LAST RESULT', ...(live ? ['NEXT ATTEMPT'] : []), 'DETAIL']];
+  for (const e of entries) {
+    rows.push([
+      e.name + (e.configured ? '' : ' (not in config)'),
+      shortFingerprint(e.fingerprint ?? undefined),
+      e.notAfter ?? '-',
+      e.version ?? '-',
+      e.lastResult ? `${e.lastResult} at ${e.lastAt}` : 'never run',
+      ...(live ? [e.nextRun ?? '-'] : []),
+      e.error ? `${e.refused ? `refused ${shortFingerprint(e.refused.fingerprint)}: ` : ''}${e.error.code}: ${e.error.message}` : e.targets.join(', '),
+    ]);
+  }
+  return table(rows);
+}
+
 function daemonLine(d: DaemonStatus): string {
   const cycle = d.cycle ? `cycle running since ${d.cycle.since} (${d.cycle.trigger})` : 'idle';
   const last = d.lastCycle ? `last cycle ${d.lastCycle.startedAt} ${d.lastCycle.ok ? 'ok' : `failed: ${d.lastCycle.failed.join(', ')}`}` : 'no cycle yet';
-  return `certd run: pid ${d.pid}, ${d.phase}, schedule "${d.schedule ?? '-'}", ${cycle}, ${last}\n\n`;
+  const r = d.configReload;
+  const reload = r && !r.ok ? `config reload at ${r.at} refused: ${r.error?.code ?? 'E_CONFIG'}: ${r.error?.message ?? '?'}; still running the config loaded at ${r.runningSince}\n` : '';
+  return `certd run: pid ${d.pid}, ${d.phase}, schedule "${d.schedule ?? '-'}", ${cycle}, ${last}\n${reload}\n`;
 }

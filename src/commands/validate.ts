@@ -4,7 +4,7 @@ import { EXIT_FAIL, EXIT_OK, EXIT_USAGE } from '../cli.js';
 import { CertdError, messageOf } from '../errors.js';
 import { readInput } from '../input.js';
 import { checkPolicy } from '../policy/check.js';
-import { parseBundle } from '../policy/pem.js';
+import { parseBundle, parseKeyInput } from '../policy/pem.js';
 import { DEFAULT_POLICY, type Finding, type PolicyKey, type PolicySettings } from '../policy/types.js';
 import { parseDuration } from '../duration.js';
 import { createHash } from 'node:crypto';
@@ -22,7 +22,7 @@ export const validateCommand: Command = {
   usage: 'certd validate --cert F [--key F] [--chain F] [--trust F] [--hostname H ...] [--json]',
   help: `Options:
   --cert F             leaf certificate (PEM or DER); may also hold the chain and the key
-  --key F              private key (PEM); enables P-KEYMATCH and P-KEY-PEM
+  --key F              private key (PEM or DER); enables P-KEYMATCH and P-KEY-PEM
   --chain F            intermediates, leaf's issuer first
   --trust F            trust anchors: the chain must end at one of them (P-CHAIN-ANCHOR)
   --hostname H         a name the leaf must cover (repeatable)
@@ -114,13 +114,14 @@ export async function validateFiles(
     certs = [...certBundle.certs];
     if (files.chain) certs.push(...parseBundle(await readInput(files.chain, 'reading --chain')).certs);
     if (files.key) {
-      const keyPem = parseBundle(await readInput(files.key, 'reading --key')).keyPem;
-      if (!keyPem) throw new CertdError('E_PARSE', `reading --key: ${files.key} holds no PEM private key`);
+      const keyPem = parseKeyInput(await readInput(files.key, 'reading --key'), `reading --key: ${files.key}`);
       key = { kind: 'pem', pem: keyPem, passphrase: files.passphrase };
     } else if (certBundle.keyPem) {
       key = { kind: 'pem', pem: certBundle.keyPem };
     }
-    if (certs.length === 0) throw new CertdError('E_PARSE', `reading --cert: ${files.cert} holds no certificate`);
+    if (certs.length === 0) {
+      throw new CertdError('E_PARSE', `reading --cert: ${files.cert} holds ${certBundle.keyPem ? 'a private key, not a certificate: are the certificate and key swapped?' : 'no certificate'}`);
+    }
   } catch (err) {
     if (err instanceof CertdError && err.code === 'E_SOURCE') throw new CertdError('E_CONFIG', err.message, { cause: err });
     return { ok: false, findings: [parseFailure(err)], fingerprint: '', notAfter: '' };

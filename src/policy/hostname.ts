@@ -5,7 +5,7 @@
  * IP addresses match IP SANs only, never DNS SANs.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { domainToASCII } from 'node:url';
+import { domainToASCII, domainToUnicode } from 'node:url';
 
 function normalizeDns(name: string): string {
   const trimmed = name.trim().replace(/\.$/, '');
@@ -58,6 +58,17 @@ const MAX_LABEL = 63;
 const MAX_NAME = 253;
 const LDH_LABEL = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i;
 
+/**
+ * Whether an xn-- label decodes as punycode and encodes back to itself. The round trip is the
+ * test, not domainToASCII alone: Node 24's URL parser passes an undecodable A-label through
+ * unchanged, where Node 20's refuses it.
+ */
+function validALabel(label: string): boolean {
+  const lower = label.toLowerCase();
+  const unicode = domainToUnicode(lower);
+  return unicode !== '' && unicode !== lower && !unicode.includes('xn--') && domainToASCII(unicode) === lower;
+}
+
 function printable(name: string): string {
   const shown = name.length > 80 ? `${name.slice(0, 80)}...` : name;
   return JSON.stringify(shown);
@@ -87,7 +98,7 @@ export function dnsNameProblem(name: string): string | undefined {
     if (label.length === 0) return `DNS name ${shown} has an empty label`;
     if (label.length > MAX_LABEL) return `DNS name ${shown} has a label of ${label.length} characters, over ${MAX_LABEL}`;
     if (!LDH_LABEL.test(label)) return `DNS name ${shown} has a label that is not letters, digits and inner hyphens (label ${JSON.stringify(label)})`;
-    if (/^xn--/i.test(label) && domainToASCII(label) !== label.toLowerCase()) return `DNS name ${shown} has an A-label that is not valid punycode (${JSON.stringify(label)})`;
+    if (/^xn--/i.test(label) && !validALabel(label)) return `DNS name ${shown} has an A-label that is not valid punycode (${JSON.stringify(label)})`;
   }
   return undefined;
 }

@@ -1,7 +1,8 @@
 /**
  * The formats material arrives in: a PEM bundle (key and certificates in any order, with or
  * without OpenSSL's "Bag Attributes" text), a JSON object (certd's, common aliases, ACM's
- * export), or a single DER certificate. Errors are CertdError E_PARSE (rule P-PARSE) and never
+ * export), a single DER certificate, or a single DER private key (PKCS#8, encrypted PKCS#8,
+ * SEC 1, PKCS#1). Errors are CertdError E_PARSE (rule P-PARSE) and never
  * quote the input.
  */
 import { CertdError } from '../errors.js';
@@ -209,8 +210,97 @@ export function parseBundle(input: Buffer): Bundle {
   }
   if (input[0] === 0x30) {
     const into = new Collector();
-    into.addCert(Buffer.from(input), 'DER input');
+    const label = derKeyLabel(input);
+    if (label) into.key = new Secret(encodePem(label, input));
+    else into.addCert(Buffer.from(input), 'DER input');
     return into.result();
   }
-  throw parseError('input is neither PEM, JSON nor a DER certificate');
+  throw parseError('input is neither PEM, JSON nor a DER certificate or private key');
+}
+
+/** The tags of a DER SEQUENCE's elements, or undefined when the bytes are not one whole SEQUENCE. */
+function sequenceTags(der: Buffer): number[] | undefined {
+  const lengthAt = (at: number): { start: number; end: number } | undefined => {
+    let pos = at + 1;
+    const first = der[pos++];
+    if (first === undefined) return undefined;
+    let len = first;
+    if (first & 0x80) {
+      const n = first & 0x7f;
+      if (n === 0 || n > 4) return undefined;
+      len = 0;
+      for (let i = 0; i < n; i++) len = len * 256 + (der[pos++] ?? Number.NaN);
+    }
+    return pos + len <= der.length ? { start: pos, end: pos + len } : undefined;
+  };
+  const outer = lengthAt(0);
+  if (der[0] !== 0x30 || !outer || outer.end !== der.length) return undefined;
+  const tags: number[] = [];
+  for (let at = outer.start; at < outer.end; ) {
+    const child = lengthAt(at);
+    if (!child) return undefined;
+    tags.push(der[at] as number);
+    at = child.end;
+  }
+  return tags;
+}
+
+/**
+ * The PEM label of a DER private key, told apart by its structure alone (no key is loaded here:
+ * P-KEY-PEM does that): PKCS#8 PrivateKeyInfo { INTEGER, AlgorithmIdentifier, OCTET STRING },
+ * EncryptedPrivateKeyInfo { AlgorithmIdentifier, OCTET STRING }, SEC 1 ECPrivateKey { INTEGER 1,
+ * OCTET STRING, ... }, PKCS#1 RSAPrivateKey (nine or more INTEGERs). Undefined for anything else,
+ * a certificate ({ SEQUENCE, SEQUENCE, BIT STRING }) included.
+ */
+export function derKeyLabel(der: Buffer): string | undefined {
+  const tags = sequenceTags(der);
+  if (!tags) return undefined;
+  const [a, b, c] = tags;
+  if (a === 0x02 && b === 0x30 && c === 0x04) return 'PRIVATE KEY';
+  if (tags.length === 2 && a === 0x30 && b === 0x04) return 'ENCRYPTED PRIVATE KEY';
+  if (a === 0x02 && b === 0x04 && tags.slice(2).every((t) => t === 0xa0 || t === 0xa1)) return 'EC PRIVATE KEY';
+  if (tags.length >= 9 && tags.every((t) => t === 0x02 || t === 0x30)) return 'RSA PRIVATE KEY';
+  return undefined;
+}
+
+function inputError(where: string, err: unknown): unknown {
+  if (!(err instanceof CertdError) || err.code !== 'E_PARSE') return err;
+  return new CertdError('E_PARSE', `${where}: ${err.message.replace(/^parsing certificate material: /, '')}`, { cause: err, permanent: true });
+}
+
+/**
+ * The private key of a key file or field (PEM of any key label, or DER), as PEM. `where` names
+ * what is read and from where ("reading private key of web: /etc/certd/web.key"); every error
+ * starts with it, says when the input holds a certificate instead (cert and key swapped), and
+ * never quotes the input.
+ */
+export function parseKeyInput(bytes: Buffer, where: string): Secret {
+  let bundle: Bundle;
+  try {
+    bundle = parseBundle(bytes);
+  } catch (err) {
+    throw inputError(where, err);
+  }
+  if (bundle.keyPem) return bundle.keyPem;
+  if (bundle.certs.length > 0) {
+    throw new CertdError('E_PARSE', `${where} holds a certificate, not a private key: are the certificate and key swapped? (the key must be PEM or DER: PKCS#8, SEC 1 or PKCS#1)`, { permanent: true });
+  }
+  throw new CertdError('E_PARSE', `${where} holds no private key (expected PEM or DER: PKCS#8, SEC 1 or PKCS#1)`, { permanent: true });
+}
+
+/**
+ * The certificates of a certificate or chain file or field (PEM, DER or JSON), with errors as
+ * parseKeyInput's: one that holds only a private key says the files look swapped.
+ */
+export function parseCertInput(bytes: Buffer, where: string): Buffer[] {
+  let bundle: Bundle;
+  try {
+    bundle = parseBundle(bytes);
+  } catch (err) {
+    throw inputError(where, err);
+  }
+  if (bundle.certs.length === 0) {
+    throw new CertdError('E_PARSE', `${where} holds a private key, not a certificate: are the certificate and key swapped?`, { permanent: true });
+  }
+  return bundle.certs;
 }

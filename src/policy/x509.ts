@@ -123,6 +123,10 @@ export interface ParsedCertificate {
   readonly selfIssued: boolean;
   /** Self-issued and its signature verifies with its own key. */
   readonly selfSigned: boolean;
+  /** subjectKeyIdentifier's value, when present. */
+  readonly subjectKeyId: Buffer | undefined;
+  /** authorityKeyIdentifier's keyIdentifier, when present. */
+  readonly authorityKeyId: Buffer | undefined;
 }
 
 export interface SignedPart {
@@ -484,6 +488,35 @@ function extensionHeader(tlv: Buffer): { oid: string; critical: boolean } {
   return { oid: derValue(oid).toString('hex'), critical: flag !== undefined && derValue(flag).some((b) => b !== 0) };
 }
 
+/** The key identifier extensions (subjectKeyIdentifier 2.5.29.14, authorityKeyIdentifier 2.5.29.35), by OID content. */
+const KEY_ID_EXTENSIONS: ReadonlyMap<string, 'ski' | 'aki'> = new Map([
+  ['551d0e', 'ski'],
+  ['551d23', 'aki'],
+]);
+
+/**
+ * A key identifier extension's identifier, read by hand (the SKI differs per certificate, so the
+ * shared-parts cache would only be churned by it). Undefined for other extensions and for a
+ * malformed one: identifiers only help order a bundle, they decide nothing.
+ */
+function keyIdentifier(tlv: Buffer): { kind: 'ski' | 'aki'; id: Buffer } | undefined {
+  try {
+    const fields = derChildren(tlv);
+    const oid = fields[0];
+    if (oid?.[0] !== 0x06) return undefined;
+    const kind = KEY_ID_EXTENSIONS.get(derValue(oid).toString('hex'));
+    const octets = fields[fields.length - 1];
+    if (kind === undefined || octets?.[0] !== 0x04) return undefined;
+    const inner = derValue(octets);
+    if (kind === 'ski') return inner[0] === 0x04 ? { kind, id: Buffer.from(derValue(inner)) } : undefined;
+    if (inner[0] !== 0x30) return undefined;
+    const keyId = derChildren(inner).find((c) => c[0] === 0x80);
+    return keyId ? { kind, id: Buffer.from(derValue(keyId)) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * A subjectAltName holding DNS names only (nearly every server certificate), read without the
  * schema: its names differ per certificate, so no cache helps. Undefined for anything else
@@ -627,6 +660,8 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
   const seen = new Set<string>();
   const duplicateExtensions: string[] = [];
   const unknownCriticalExtensions: string[] = [];
+  let subjectKeyId: Buffer | undefined;
+  let authorityKeyId: Buffer | undefined;
   for (const field of optional) {
     // [1] issuerUniqueID and [2] subjectUniqueID (v2) carry nothing the policy reads.
     if (field[0] !== 0xa3) continue;
@@ -640,7 +675,12 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
       }
       seen.add(header.oid);
       if (header.critical && !KNOWN_CRITICAL.has(header.oid)) unknownCriticalExtensions.push(oidText(Buffer.from(header.oid, 'hex')) ?? header.oid);
-      if (!READ_EXTENSIONS.has(header.oid)) continue;
+      if (!READ_EXTENSIONS.has(header.oid)) {
+        const keyId = keyIdentifier(tlv);
+        if (keyId?.kind === 'ski') subjectKeyId = keyId.id;
+        else if (keyId?.kind === 'aki') authorityKeyId = keyId.id;
+        continue;
+      }
       const ext = extensions.get(tlv, decodeExtension);
       if (ext.id === 'basicConstraints') basicConstraints = ext.value;
       else if (ext.id === 'keyUsage') keyUsage = ext.value;
@@ -688,6 +728,8 @@ function decodeCertificate(source: Buffer): ParsedCertificate {
     get selfSigned() {
       return selfSigned();
     },
+    subjectKeyId,
+    authorityKeyId,
   };
   const selfSigned = lazy(() => selfIssued && verifiesWith(parsed, parsed));
   return Object.freeze(parsed);

@@ -39,7 +39,7 @@ describe('apisix target', () => {
 
   const issue = (name: string, dns: string[]) => pki.publish(pki.leaf(`${name}-${Date.now()}-${Math.random().toString(16).slice(2, 6)}`, { dns }), join(dir, 'src', name));
   const marker = join(dir, 'reload-ran');
-  const config = (o: { name?: string; id?: string; verifyPort?: number; snis?: string[] } = {}) => {
+  const config = (o: { name?: string; id?: string; verifyPort?: number; snis?: string[]; extra?: string } = {}) => {
     const name = o.name ?? 'gw';
     const src = join(dir, 'src', name);
     return writeConfig(
@@ -50,7 +50,7 @@ certificates:
   - name: ${name}
     source: { type: file, cert: ${join(src, 'cert.pem')}, key: ${join(src, 'key.pem')}, chain: ${join(src, 'chain.pem')} }
     targets:
-      - { type: apisix, url: "${peer.url}", api_key_env: ${KEY_ENV}${o.id ? `, id: ${o.id}` : ''}${o.snis ? `, snis: ${JSON.stringify(o.snis)}` : ''} }
+      - { type: apisix, url: "${peer.url}", api_key_env: ${KEY_ENV}${o.id ? `, id: ${o.id}` : ''}${o.snis ? `, snis: ${JSON.stringify(o.snis)}` : ''}${o.extra ?? ''} }
     verify: { connect: "127.0.0.1:${o.verifyPort ?? tls.port}", servername: ${SNI}, timeout: 1s }
     # APISIX needs no reload: a command that leaves a trace (and fails) proves none ran.
     reload: { command: ["/bin/sh", "-c", "touch ${marker}; exit 1"] }
@@ -173,6 +173,36 @@ certificates:
     assert.match(c.error!.message, /PUT: 400 invalid configuration: property "snis" validation failed/);
     assert.ok(!c.error!.message.includes('BEGIN'));
     assert.equal(await servedNow(), served);
+  });
+
+  it('an answer larger than max_answer_bytes (50 MB, with and without Content-Length) fails the cycle before anything is written, and is not read to the end', async () => {
+    const cert = peer.ssl('gw')!.cert;
+    const lastGood = async (path: string) => {
+      const s = await runCertd(['status', '--json', '--config', path], { env: { [KEY_ENV]: API_KEY } });
+      return (JSON.parse(s.stdout) as { certificates: { name: string; fingerprint: string }[] }).certificates.find((c) => c.name === 'gw')?.fingerprint;
+    };
+    assert.equal(await lastGood(config()), served);
+    for (const [contentLength, extra, cap] of [[true, '', 8 * 1024 * 1024], [false, '', 8 * 1024 * 1024], [false, ', max_answer_bytes: 1048576', 1024 * 1024]] as const) {
+      peer.inject({ kind: 'huge', methods: ['GET'], bytes: 50_000_000, contentLength });
+      issue('gw', [SNI]);
+      const n = peer.requests.length;
+      const report = await cycle(config({ extra }));
+      const c = report.certificates[0]!;
+      assert.equal(c.result, 'failed');
+      assert.equal(c.error?.code, 'E_TARGET');
+      const msg = c.error!.message;
+      assert.match(msg, new RegExp(`^deploying gw to apisix ${peer.url.replace(/\./g, '\\.')} ssl gw: the answer to GET /apisix/admin/ssls/gw is larger than max_answer_bytes \\(${cap} bytes\\)`), msg);
+      assert.match(msg, contentLength ? /Content-Length: 50000000/ : new RegExp(`more than ${cap} bytes arrived`), msg);
+      assert.match(msg, /raise max_answer_bytes/, msg);
+      assert.ok(!msg.includes(API_KEY));
+      assert.deepEqual(peer.requests.slice(n).map((q) => q.method), ['GET'], 'nothing is written after the refused answer');
+      const written = await peer.hugeAnswers.at(-1)!.done;
+      assert.ok(written < 25_000_000, `the peer wrote ${written} of 50,000,000 bytes before certd hung up`);
+      if (contentLength) assert.ok(written < cap, `refused on Content-Length, yet the peer wrote ${written} bytes`);
+      assert.equal(peer.ssl('gw')!.cert, cert, 'the object holds what was deployed before');
+      assert.equal(await servedNow(), served);
+      assert.equal(await lastGood(config()), served, 'the last good deployment is still the one recorded');
+    }
   });
 
   it('through the CLI: rotate --now uploads with the key from the environment', async () => {

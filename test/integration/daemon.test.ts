@@ -170,6 +170,7 @@ describe('certd run (child process)', () => {
     const err = await logged((l) => l['msg'] === 'reloading the config failed; the running config stays in use', 'the refused reload', from);
     assert.match(String(err['err']), /unknown source type/);
     assert.equal(err['code'], 'E_CONFIG');
+    await logged((l) => l['msg'] === 'cycle finished' && l['trigger'] === 'reload', 'the cycle SIGHUP runs, although the config was refused', lines.indexOf(err));
     await logged((l) => l['msg'] === 'cycle finished' && l['trigger'] === 'schedule', 'a cycle after the refused reload', lines.indexOf(err));
     // The config file is broken now; the same state_dir in another file still finds the daemon.
     const r = await runCertd(['rotate', '--now', '--json', '--config', writeGood()]);
@@ -197,6 +198,9 @@ describe('certd run (child process)', () => {
     const from = lines.length;
     child.kill('SIGHUP');
     await logged((l) => l['msg'] === 'config reloaded', 'the reload', from);
+    // The FIPS probe runs again for every new config; a host that is not FIPS hears it once.
+    const fips = lines.filter((l) => l['rule'] === 'P-FIPS-RT' && l['level'] === 'warn');
+    if (!lines.some((l) => l['msg'] === 'FIPS runtime probe passed')) assert.equal(fips.length, 1, 'the FIPS warning once per daemon, not per SIGHUP');
     await logged((l) => l['msg'] === 'certificate deployed' && l['cert'] === 'api', 'the deployment of api', from);
     await logged((l) => l['msg'] === 'certificate failed' && l['cert'] === 'broken', 'the failure of broken', from);
 

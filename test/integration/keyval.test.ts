@@ -309,6 +309,51 @@ certificates:
     }
   });
 
+  it('an answer larger than max_answer_bytes (50 MB, with and without Content-Length) fails the cycle, keeps the deployed values, and is not read to the end', async () => {
+    const big = await startNginxPlusPeer();
+    const H = 'huge.keyval.certd.test';
+    try {
+      const config = (extra = '') => head() + certBlock('huge', [H], `{ type: nginx-plus-keyval, url: "${big.apiUrl}", zone: certs${extra} }`);
+      issue('huge', [H]);
+      const first = await rotate(config());
+      assert.equal(first.r.code, 0, first.r.stderr);
+      const fp = first.report.certificates[0]!.fingerprint!;
+      const before = new Map(big.zone('certs'));
+      const status = async () => {
+        const s = await runCertd(['status', '--json', '--config', writeConfig(dir, config())]);
+        return (JSON.parse(s.stdout) as { certificates: { name: string; fingerprint: string }[] }).certificates.find((c) => c.name === 'huge')?.fingerprint;
+      };
+      assert.equal(await status(), fp);
+      // The default cap (8 MiB), then a configured one.
+      for (const [contentLength, extra, cap] of [[true, '', 8 * 1024 * 1024], [false, '', 8 * 1024 * 1024], [false, ', max_answer_bytes: 1048576', 1024 * 1024]] as const) {
+        big.inject({ kind: 'huge', methods: ['GET'], pathIncludes: '?key=', bytes: 50_000_000, contentLength });
+        issue('huge', [H]);
+        const { r, report } = await rotate(config(extra));
+        assert.equal(r.code, 1, r.stderr);
+        const cert = report.certificates[0]!;
+        assert.equal(cert.result, 'failed');
+        assert.equal(cert.error?.code, 'E_TARGET');
+        const msg = cert.error!.message;
+        assert.match(msg, new RegExp(`^deploying huge to nginx-plus-keyval ${big.apiUrl.replace(/\./g, '\\.')} zone certs: `), msg);
+        assert.match(msg, /the answer to GET \/api\/9\/http\/keyvals\/certs /, msg);
+        assert.ok(!msg.includes('?key='), `the query is left out of the message: ${msg}`);
+        assert.match(msg, new RegExp(`larger than max_answer_bytes \\(${cap} bytes\\)`), msg);
+        assert.match(msg, contentLength ? /Content-Length: 50000000/ : new RegExp(`more than ${cap} bytes arrived`), msg);
+        assert.match(msg, /raise max_answer_bytes/, msg);
+        const answer = big.hugeAnswers.at(-1)!;
+        assert.equal(answer.contentLength, contentLength);
+        const written = await answer.done;
+        assert.ok(written < 25_000_000, `the peer wrote ${written} of 50,000,000 bytes before certd hung up`);
+        if (contentLength) assert.ok(written < cap, `refused on Content-Length, yet the peer wrote ${written} bytes`);
+        assert.deepEqual(new Map(big.zone('certs')), before, 'the zone holds what was deployed before');
+        assert.equal(await status(), fp, 'the last good deployment is still the one recorded');
+        assertNoKeyMaterial(r, before.values());
+      }
+    } finally {
+      await big.close();
+    }
+  });
+
   it('prune: keys of a certificate no longer configured go by PATCH null; the rest of the zone stays', async () => {
     const OLD = 'old.keyval.certd.test';
     issue('web', [A, B]);

@@ -10,7 +10,8 @@ import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, rea
 import { join, resolve, sep } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { AtomicDir, checkDirChain } from '../../providers/tmpfs.js';
+import { AtomicDir } from '../../providers/tmpfs.js';
+import { checkDirChain } from '../../src/fsutil.js';
 import { sniDirName } from '../../providers/sni-layout.js';
 import { CertdError } from '../../src/errors.js';
 import { uidOf } from '../../src/fsutil.js';

@@ -32,8 +32,8 @@
 import { createCipheriv, createPrivateKey, createPublicKey, randomBytes, X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { registerSecret } from '../helpers/capture.js';
-import { FaultQueue, listenHttp, readBody, sendJson, TlsListeners } from './peer-kit.js';
-import type { Fault, LoggedRequest, PemPairs, TlsListener } from './peer-kit.js';
+import { FaultQueue, listenHttp, readBody, sendHuge, sendJson, TlsListeners } from './peer-kit.js';
+import type { Fault, HugeAnswer, LoggedRequest, PemPairs, TlsListener } from './peer-kit.js';
 
 export interface ApisixPeerOptions {
   /** The admin key (X-API-KEY). */
@@ -64,18 +64,25 @@ export interface StoredSsl {
   modifiedIndex: number;
 }
 
-export type ApisixFaultKind = '5xx' | 'down';
+export type ApisixFaultKind = '5xx' | 'down' | 'huge';
 
 export interface ApisixFault extends Fault<ApisixFaultKind> {
   /** Status of a '5xx' fault. Default 503 (what APISIX answers when etcd fails). */
   status?: number;
+  /** Size of a 'huge' answer (200, a JSON string). Default 50 MB. */
+  bytes?: number;
+  /** Whether a 'huge' answer announces its size in Content-Length. Default true. */
+  contentLength?: boolean;
 }
 
 export interface ApisixPeer {
   /** http://127.0.0.1:PORT: the Admin API base certd is configured with. */
   url: string;
   readonly requests: LoggedRequest[];
+  /** '5xx', 'down' (closed without an answer), or 'huge' (see `hugeAnswers`) for the next requests. */
   inject(fault: ApisixFault): void;
+  /** Every 'huge' answer started, with the bytes the client's connection took. */
+  readonly hugeAnswers: HugeAnswer[];
   /** The stored object by id, keys in clear; undefined when absent. */
   ssl(id: string): Readonly<StoredSsl> | undefined;
   /** Encrypts as APISIX stores keys at rest, so a test can recognise an encrypted key. */
@@ -105,6 +112,7 @@ export async function startApisixPeer(opts: ApisixPeerOptions): Promise<ApisixPe
   const store = new Map<string, StoredSsl>();
   const requests: LoggedRequest[] = [];
   const faults = new FaultQueue<ApisixFault>();
+  const hugeAnswers: HugeAnswer[] = [];
   const tlsListeners = new TlsListeners();
   let revision = 0;
 
@@ -134,6 +142,11 @@ export async function startApisixPeer(opts: ApisixPeerOptions): Promise<ApisixPe
     const path = req.url ?? '/';
     const log = (status: number) => requests.push({ method, path, status });
     const fault = faults.take(method);
+    if (fault?.kind === 'huge') {
+      log(200);
+      hugeAnswers.push(sendHuge(req, res, { bytes: fault.bytes ?? 50_000_000, contentLength: fault.contentLength ?? true }));
+      return;
+    }
     if (fault?.kind === 'down') {
       log(0);
       req.socket.destroy();
@@ -360,6 +373,7 @@ export async function startApisixPeer(opts: ApisixPeerOptions): Promise<ApisixPe
   return {
     url: listening.url,
     requests,
+    hugeAnswers,
     inject: (f) => faults.add(f),
     ssl: (id) => store.get(id),
     encryptKey,

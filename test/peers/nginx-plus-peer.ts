@@ -35,12 +35,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   FaultQueue,
   listenHttp,
+  sendHuge,
   TlsListeners,
   readBody,
   sendEmpty,
   sendJson,
 } from './peer-kit.js';
-import type { Fault, LoggedRequest, PemPairs, TlsListener } from './peer-kit.js';
+import type { Fault, HugeAnswer, LoggedRequest, PemPairs, TlsListener } from './peer-kit.js';
 
 export interface NginxPlusZoneOptions {
   /** keyval_zone timeout= in milliseconds: entries expire this long after their last write. */
@@ -66,13 +67,19 @@ export interface NginxPlusPeerOptions {
   now?: () => number;
 }
 
-export type NginxPlusFaultKind = '5xx' | 'down' | 'conflict-race';
+export type NginxPlusFaultKind = '5xx' | 'down' | 'conflict-race' | 'huge';
 
 export interface NginxPlusFault extends Fault<NginxPlusFaultKind> {
   /** Status of a '5xx' fault. Default 500. */
   status?: number;
   /** What the racing writer stored, for 'conflict-race'. Default "raced-by-another-writer". */
   raceValue?: string;
+  /** Size of a 'huge' answer. Default 50 MB. */
+  bytes?: number;
+  /** Whether a 'huge' answer announces its size in Content-Length. Default true. */
+  contentLength?: boolean;
+  /** Only requests whose path and query contain this string take the fault. */
+  pathIncludes?: string;
 }
 
 export interface NginxPlusTlsOptions {
@@ -99,9 +106,13 @@ export interface NginxPlusPeer {
    * - '5xx': `status` (default 500) with an nginx error body, the store untouched;
    * - 'down': the connection is closed without an answer;
    * - 'conflict-race': a POST of a missing key answers 409 KeyvalKeyExists because another
-   *   writer added it first: the key now holds `raceValue` (default "raced-by-another-writer").
+   *   writer added it first: the key now holds `raceValue` (default "raced-by-another-writer");
+   * - 'huge': 200 with a JSON string of `bytes` (default 50 MB), with or without Content-Length,
+   *   written with backpressure; what the client took is in `hugeAnswers`.
    */
   inject(fault: NginxPlusFault): void;
+  /** Every 'huge' answer started, with the bytes the client's connection took. */
+  readonly hugeAnswers: HugeAnswer[];
   startTls(opts: NginxPlusTlsOptions): Promise<TlsListener>;
   close(): Promise<void>;
 }
@@ -141,6 +152,7 @@ export async function startNginxPlusPeer(opts: NginxPlusPeerOptions = {}): Promi
   }
   const requests: LoggedRequest[] = [];
   const faults = new FaultQueue<NginxPlusFault>();
+  const hugeAnswers: HugeAnswer[] = [];
   const tlsListeners = new TlsListeners();
 
   const purge = (z: Zone): void => {
@@ -172,7 +184,12 @@ export async function startNginxPlusPeer(opts: NginxPlusPeerOptions = {}): Promi
     const path = req.url ?? '/';
     const log = (status: number) => requests.push({ method, path, status });
 
-    const fault = faults.take(method, (f) => f.kind !== 'conflict-race' || method === 'POST');
+    const fault = faults.take(method, (f) => (f.kind !== 'conflict-race' || method === 'POST') && (f.pathIncludes === undefined || path.includes(f.pathIncludes)));
+    if (fault?.kind === 'huge') {
+      log(200);
+      hugeAnswers.push(sendHuge(req, res, { bytes: fault.bytes ?? 50_000_000, contentLength: fault.contentLength ?? true }));
+      return;
+    }
     if (fault?.kind === 'down') {
       log(0);
       req.socket.destroy();
@@ -361,6 +378,7 @@ export async function startNginxPlusPeer(opts: NginxPlusPeerOptions = {}): Promi
       return z.options;
     },
     requests,
+    hugeAnswers,
     inject(fault) {
       faults.add(fault);
     },

@@ -80,6 +80,75 @@ export function sendJson(
   res.end(text);
 }
 
+/** What a peer wrote for a 'huge' fault: how much reached the socket before it ended. */
+export interface HugeAnswer {
+  method: string;
+  /** Path and query as requested. */
+  path: string;
+  /** The size the answer would have had. */
+  declared: number;
+  /** Whether a Content-Length header announced it (else chunked). */
+  contentLength: boolean;
+  /** Bytes the socket took so far (write callbacks that reported success). */
+  written: number;
+  /** Resolves once the response is finished or the connection closed, with `written`. */
+  done: Promise<number>;
+}
+
+/**
+ * Answers 200 with a JSON string body of `bytes` bytes (`"xxxx..."`), written in 64 KiB chunks
+ * with backpressure, so `written` counts only what the client's connection took before the
+ * client hung up. With `contentLength` false the body goes chunked, no size announced.
+ */
+export function sendHuge(
+  req: IncomingMessage,
+  res: ServerResponse,
+  o: { bytes: number; contentLength: boolean },
+): HugeAnswer {
+  const answer: HugeAnswer = {
+    method: (req.method ?? 'GET').toUpperCase(),
+    path: req.url ?? '/',
+    declared: o.bytes,
+    contentLength: o.contentLength,
+    written: 0,
+    done: Promise.resolve(0),
+  };
+  answer.done = new Promise<number>((resolve) => {
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    let closed = false;
+    const finish = () => {
+      closed = true;
+      resolve(answer.written);
+    };
+    res.on('close', finish);
+    res.writeHead(200, {
+      'Content-Type': 'application/json',
+      ...(o.contentLength ? { 'Content-Length': String(o.bytes) } : {}),
+    });
+    let left = o.bytes;
+    const count = (n: number) => (err?: Error | null) => {
+      if (!err) answer.written += n;
+    };
+    const pump = (): void => {
+      while (!closed && left > 0) {
+        const n = Math.min(left, chunk.length);
+        // The body is one JSON string: a quote first and last, x's between.
+        const piece = Buffer.from(chunk.subarray(0, n));
+        if (left === o.bytes) piece[0] = 0x22;
+        if (left === n) piece[n - 1] = 0x22;
+        left -= n;
+        if (!res.write(piece, count(n))) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+      if (!closed && left === 0) res.end();
+    };
+    pump();
+  });
+  return answer;
+}
+
 export function sendEmpty(res: ServerResponse, status: number): void {
   res.writeHead(status, { 'Content-Length': '0' });
   res.end();

@@ -53,6 +53,30 @@ describe('config', () => {
     assert.match(msg, /policy\.min_rsa_bits \(line 2\)/);
   });
 
+  it('a value of the wrong type names the expected type and the value received, not "required"', () => {
+    const cases: [string, RegExp][] = [
+      [`jitter: 30\n${minimal}`, /^config test\.yaml: jitter \(line 1\): expected a duration string such as 30s, 15m, 24h or 7d, got number 30$/],
+      [`renew_before: true\n${minimal}`, /renew_before \(line 1\): expected a duration string such as 30s, 15m, 24h or 7d, got boolean true$/],
+      [`policy:\n  min_rsa_bits: "3072"\n${minimal}`, /policy\.min_rsa_bits \(line 2\): expected a number, got string "3072"$/],
+      [`policy:\n  allow_self_signed: "yes"\n${minimal}`, /policy\.allow_self_signed \(line 2\): expected true or false, got string "yes"$/],
+      [`state_dir: [a, b]\n${minimal}`, /state_dir \(line 1\): expected a string, got a list$/],
+      [`certificates:\n  - name: web\n    source: { type: file, cert: 42, key: /k.pem }\n    targets: [{ type: tmpfs, dir: /run/x }]\n`, /certificates\[0\]\.source\.cert \(line 3\): expected a string, got number 42$/],
+      [`certificates:\n  - name: web\n    source: { type: file, cert: /c, key: /k }\n    targets: { type: tmpfs, dir: /run/x }\n`, /certificates\[0\]\.targets \(line 4\): expected a list, got a mapping$/],
+      [`certificates:\n  - name: web\n    source: { type: file, cert: /c, key: /k }\n    targets: [{ type: tmpfs, dir: /run/x }]\n    reload: { timeout: 30 }\n`, /certificates\[0\]\.reload\.timeout \(line 5\): expected a duration string such as 30s, 15m, 24h or 7d, got number 30$/],
+      [`certificates:\n  - name: web\n    source: { type: file, cert: /c, key: /k }\n    targets: [{ type: tmpfs, dir: /run/x }]\n    hostnames: web.test\n`, /certificates\[0\]\.hostnames \(line 5\): expected a list, got string "web\.test"$/],
+    ];
+    for (const [text, pattern] of cases) {
+      const msg = configError(text);
+      assert.match(msg, pattern);
+      assert.doesNotMatch(msg, /required/);
+    }
+  });
+
+  it('a YAML null for a key that has no default is "required", with the line', () => {
+    const msg = configError(`certificates:\n  - name: web\n    source: { type: file, cert: /c.pem, key: }\n    targets: [{ type: tmpfs, dir: /run/x }]\n`);
+    assert.match(msg, /certificates\[0\]\.source\.key \(line 3\): required/);
+  });
+
   it('reports a missing required key of a provider', () => {
     const msg = configError(`certificates:\n  - name: web\n    source: { type: file, cert: /c.pem }\n    targets: [{ type: tmpfs, dir: /run/x }]\n`);
     assert.match(msg, /certificates\[0\]\.source\.key/);

@@ -20,6 +20,8 @@ import type { Material } from '../../src/material.js';
 import type { CycleReport } from '../../src/rotate.js';
 import { buildRuntime } from '../../src/runtime.js';
 import { softwareSigner } from '../../providers/local-ca.js';
+import { type Io, main } from '../../src/cli.js';
+import { samples } from '../helpers/metrics.js';
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
@@ -486,16 +488,18 @@ describe('certd run: no overlap, reload, stop', () => {
     writeFileSync(h.configPath, 'certificates: [ {name: one\n');
     assert.equal(await h.daemon.reload(), false, 'broken YAML is refused too');
 
+    assert.equal(src(h, 'one').fetched.length, 3, 'each refused reload still ran a cycle, with the running config');
     await h.ticker.tick();
-    assert.equal(src(h, 'one').fetched.length, 2, 'the old config keeps running');
+    assert.equal(src(h, 'one').fetched.length, 4, 'the old config keeps running');
     assert.deepEqual(h.expressions, ['*/5 * * * *']);
 
     h.addCert({ name: 'two' });
     writeFileSync(h.configPath, configYaml(h.dir, ['one', 'two'], 'schedule: "*/10 * * * *"\naudit_log: audit.jsonl'));
     assert.equal(await h.daemon.reload(), true);
     assert.deepEqual(h.expressions, ['*/5 * * * *', '*/10 * * * *'], 'a new schedule re-arms the ticker');
+    assert.equal(src(h, 'two').fetched.length, 1, 'the reload ran a cycle with the new config');
     await h.ticker.tick();
-    assert.equal(src(h, 'two').fetched.length, 1);
+    assert.equal(src(h, 'two').fetched.length, 2);
     liveSet(tgt(h, 'two').dir);
     await h.daemon.stop();
     const audit = readFileSync(join(h.dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -585,5 +589,104 @@ describe('certd run: control socket and lock', () => {
     assert.equal(h.daemon.status().lastCycle?.ok, true);
     await h.daemon.stop();
     assert.equal(existsSync(join(h.stateDir, 'deploy.lock')), false);
+  });
+});
+
+describe('certd run: what SIGHUP does and what the daemon shows', () => {
+  async function scrape(url: string): Promise<Map<string, number>> {
+    return samples(await (await fetch(`${url}/metrics`)).text());
+  }
+  async function certdStatus(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+    let out = '';
+    let err = '';
+    const io: Io = { out: (t) => void (out += t), err: (t) => void (err += t), env: {}, isTTY: false };
+    return { code: await main(['status', ...argv], io), out, err };
+  }
+
+  it('a reload runs a cycle, taken or refused; a refused one shows in /healthz, certd_config_reload_ok and status, which still answers from the daemon', async () => {
+    const h = harness([{ name: 'one' }], { options: { metricsListen: '127.0.0.1:0' } });
+    await h.daemon.start();
+    try {
+      const url = h.daemon.status().metrics!;
+      assert.equal((await scrape(url)).get('certd_config_reload_ok'), 1);
+      assert.equal(src(h, 'one').fetched.length, 1);
+
+      // Broken on disk, state_dir still readable in it: the running config stays, a cycle runs.
+      writeFileSync(h.configPath, configYaml(h.dir, ['one'], 'schedule: "every minute please"'));
+      assert.equal(await h.daemon.reload(), false);
+      assert.equal(src(h, 'one').fetched.length, 2, 'SIGHUP ran a cycle although the new config was refused');
+      assert.equal(h.daemon.status().lastCycle?.trigger, 'reload');
+      assert.equal((await scrape(url)).get('certd_config_reload_ok'), 0);
+      const res = await fetch(`${url}/healthz`);
+      assert.equal(res.status, 200, 'the running config still deploys and serves');
+      const body = (await res.json()) as { ok: boolean; configReload: { ok: boolean; error: { code: string; message: string } } };
+      assert.equal(body.configReload.ok, false);
+      assert.equal(body.configReload.error.code, 'E_CONFIG');
+      assert.match(body.configReload.error.message, /schedule.*not a valid cron expression/);
+
+      const json = await certdStatus(['--config', h.configPath, '--json']);
+      assert.equal(json.code, 0, json.err);
+      assert.match(json.err, /schedule.*not a valid cron expression/, 'why the file does not load');
+      assert.match(json.err, /showing the running certd's state/);
+      const doc = JSON.parse(json.out) as { certificates: { name: string; fingerprint: string | null }[]; daemon: LiveStatus['daemon'] };
+      assert.equal(doc.daemon.pid, process.pid);
+      assert.deepEqual(doc.certificates.map((c) => c.name), ['one']);
+      assert.ok(doc.certificates[0]?.fingerprint);
+      assert.equal(doc.daemon.configReload?.ok, false);
+      const text = await certdStatus(['--config', h.configPath]);
+      assert.equal(text.code, 0, text.err);
+      assert.match(text.out, /config reload at \S+ refused: E_CONFIG: .*not a valid cron expression.*; still running the config loaded at/);
+      const health = await certdStatus(['--config', h.configPath, '--health']);
+      assert.equal(health.code, 0, 'the health check answers from the daemon too');
+
+      writeFileSync(h.configPath, configYaml(h.dir, ['one']));
+      assert.equal(await h.daemon.reload(), true);
+      assert.equal(src(h, 'one').fetched.length, 3, 'and a taken one ran a cycle');
+      assert.equal((await scrape(url)).get('certd_config_reload_ok'), 1);
+      assert.equal(((await (await fetch(`${url}/healthz`)).json()) as { configReload: { ok: boolean } }).configReload.ok, true);
+    } finally {
+      await h.daemon.stop();
+    }
+  });
+
+  it('status and certd_certificate_next_attempt_timestamp_seconds tell when each certificate is tried next', async () => {
+    const h = harness([{ name: 'fine' }, { name: 'flaky' }], { options: { metricsListen: '127.0.0.1:0' } });
+    h.ticker.next = new Date('2026-03-01T00:00:30Z');
+    await h.daemon.start();
+    try {
+      src(h, 'flaky').failing = true;
+      await h.ticker.tick(); // flaky fails with a healthy deployment: backs off 1m
+      const next = (name: string) => h.daemon.status().schedules.find((c) => c.name === name)?.nextRun;
+      assert.equal(next('fine'), '2026-03-01T00:00:30.000Z', 'the next scheduled cycle');
+      assert.equal(next('flaky'), '2026-03-01T00:01:00.000Z', 'not before its backoff ends');
+      const m = await scrape(h.daemon.status().metrics!);
+      assert.equal(m.get('certd_certificate_next_attempt_timestamp_seconds{name="fine"}'), Date.parse('2026-03-01T00:00:30Z') / 1000);
+      assert.equal(m.get('certd_certificate_next_attempt_timestamp_seconds{name="flaky"}'), Date.parse('2026-03-01T00:01:00Z') / 1000);
+      const text = await certdStatus(['--config', h.configPath]);
+      assert.equal(text.code, 0, text.err);
+      assert.match(text.out, /NEXT ATTEMPT/);
+      assert.match(text.out, /^fine .*2026-03-01T00:00:30\.000Z/m);
+      assert.match(text.out, /^flaky .*2026-03-01T00:01:00\.000Z/m);
+      const json = JSON.parse((await certdStatus(['--config', h.configPath, '--json'])).out) as { certificates: { name: string; nextRun: string | null }[] };
+      assert.deepEqual(json.certificates.map((c) => [c.name, c.nextRun]), [['fine', '2026-03-01T00:00:30.000Z'], ['flaky', '2026-03-01T00:01:00.000Z']]);
+    } finally {
+      await h.daemon.stop();
+    }
+  });
+
+  it('rotate --force over the control socket deploys again what is unchanged', async () => {
+    const h = harness([{ name: 'same' }]);
+    await h.daemon.start();
+    try {
+      const before = readlinkSync(join(tgt(h, 'same').dir, 'current'));
+      const plain = (await askDaemon(h.stateDir, { op: 'rotate' })) as CycleReport;
+      assert.equal(plain.certificates[0]?.result, 'unchanged');
+      const forced = (await askDaemon(h.stateDir, { op: 'rotate', force: true })) as CycleReport;
+      assert.equal(forced.certificates[0]?.result, 'deployed');
+      assert.notEqual(readlinkSync(join(tgt(h, 'same').dir, 'current')), before);
+      liveSet(tgt(h, 'same').dir);
+    } finally {
+      await h.daemon.stop();
+    }
   });
 });

@@ -401,6 +401,8 @@ describe('name constraints and DNS name syntax hold against hostile input (fast-
   it('dnsNameProblem accepts LDH names and refuses every name with a character outside them', () => {
     fc.assert(fc.property(dnsName, (n) => {
       fc.pre(n.split('.').every((l) => l.length <= 63) && n.length <= 253);
+      // An xn-- label is an A-label and must be valid punycode: the generator's are mostly not.
+      if (n.split('.').some((l) => /^xn--/i.test(l))) return;
       assert.equal(dnsNameProblem(n), undefined, n);
       if (n.split('.').length >= 2) assert.equal(dnsNameProblem(`*.${n}`), undefined);
     }), { numRuns: 1_000 });

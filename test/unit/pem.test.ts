@@ -3,7 +3,7 @@ import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:cry
 import { inspect } from 'node:util';
 import { describe, it } from 'node:test';
 import { isCertdError } from '../../src/errors.js';
-import { encodePem, MAX_INPUT_BYTES, parseBundle, splitPem } from '../../src/policy/pem.js';
+import { encodePem, MAX_INPUT_BYTES, parseBundle, parseCertInput, parseKeyInput, splitPem } from '../../src/policy/pem.js';
 import type { Bundle } from '../../src/policy/pem.js';
 import { buildSmallChain } from '../fixtures/corpus.js';
 
@@ -193,5 +193,60 @@ describe('parseBundle: P-PARSE', () => {
     const keyLine = chain.key.split('\n')[1] as string;
     const broken = chain.leaf + chain.key + chain.key.slice(0, 120);
     assertParseError(broken, /no END line/, keyLine.slice(0, 24));
+  });
+});
+
+describe('key and certificate inputs: DER keys, swapped files', () => {
+  const where = 'reading private key of web: /etc/certd/web.key';
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const ec = createPrivateKey(chain.key);
+
+  it('reads a DER private key as PKCS#8, SEC 1 (EC) or PKCS#1 (RSA), as the same key', () => {
+    for (const [key, type] of [[ec, 'pkcs8'], [ec, 'sec1'], [rsa, 'pkcs8'], [rsa, 'pkcs1']] as const) {
+      const der = key.export({ format: 'der', type } as never) as Buffer;
+      const pem = parseKeyInput(der, where);
+      assert.ok(createPrivateKey(pem.reveal()).equals(key), `${type} ${key.asymmetricKeyType}`);
+      assert.match(pem.revealString(), type === 'pkcs8' ? /^-----BEGIN PRIVATE KEY-----/ : type === 'sec1' ? /^-----BEGIN EC PRIVATE KEY-----/ : /^-----BEGIN RSA PRIVATE KEY-----/);
+    }
+  });
+
+  it('still reads a PEM key, and bundle bytes that hold a DER key', () => {
+    assert.ok(createPrivateKey(parseKeyInput(Buffer.from(chain.key), where).reveal()).equals(ec));
+    const bundle = parseBundle(ec.export({ format: 'der', type: 'pkcs8' }) as Buffer);
+    assert.ok(bundle.keyPem && createPrivateKey(bundle.keyPem.reveal()).equals(ec));
+    assert.deepEqual(bundle.certs, []);
+  });
+
+  it('a key file that holds a certificate says the files look swapped, naming the file', () => {
+    for (const input of [Buffer.from(chain.leaf), LEAF]) {
+      assert.throws(() => parseKeyInput(input, where), (err: unknown) => {
+        assert.ok(isCertdError(err, 'E_PARSE'));
+        assert.match(err.message, /^reading private key of web: \/etc\/certd\/web\.key holds a certificate, not a private key: are the certificate and key swapped\?/);
+        return true;
+      });
+    }
+  });
+
+  it('a certificate file that holds only a key says the files look swapped, without key bytes', () => {
+    const certWhere = 'reading certificate of web: /etc/certd/web.crt';
+    const der = ec.export({ format: 'der', type: 'pkcs8' }) as Buffer;
+    for (const input of [Buffer.from(chain.key), der]) {
+      assert.throws(() => parseCertInput(input, certWhere), (err: unknown) => {
+        assert.ok(isCertdError(err, 'E_PARSE'));
+        assert.match(err.message, /^reading certificate of web: \/etc\/certd\/web\.crt holds a private key, not a certificate: are the certificate and key swapped\?/);
+        assert.ok(!err.message.includes(chain.key.split('\n')[1] as string));
+        return true;
+      });
+    }
+  });
+
+  it('garbage in a key file names the file', () => {
+    for (const input of [Buffer.from([0x30, 0x03, 0x02, 0x01, 0x07]), Buffer.from('not a key')]) {
+      assert.throws(() => parseKeyInput(input, where), (err: unknown) => {
+        assert.ok(isCertdError(err, 'E_PARSE'));
+        assert.match(err.message, /^reading private key of web: \/etc\/certd\/web\.key: /);
+        return true;
+      });
+    }
   });
 });

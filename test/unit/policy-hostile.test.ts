@@ -51,7 +51,7 @@ describe('P-SAN-SYNTAX: DNS names in the preferred syntax', () => {
     ['"; } include /etc/passwd; #', /not letters/], ['_acme.example.test', /not letters/], ['-a.example.test', /not letters/],
     ['a-.example.test', /not letters/], ['a..test', /empty label/], ['example.test.', /ends with a dot/],
     ['f*.example.test', /wildcard/], ['a.*.example.test', /wildcard/], ['*.test', /top-level/], ['*', /top-level/],
-    [`${'a'.repeat(64)}.test`, /64 characters/], [`${'abcdefghi.'.repeat(26)}test`, /over 253/], ['xn--zz.example.test', /punycode/],
+    [`${'a'.repeat(64)}.test`, /64 characters/], [`${'abcdefghi.'.repeat(26)}test`, /over 253/], ['xn--zz.example.test', /punycode/], ['xn--0.example.test', /punycode/], ['xn--a.test', /punycode/],
   ];
   it('accepts host names', () => {
     for (const n of good) assert.equal(dnsNameProblem(n), undefined, n);
