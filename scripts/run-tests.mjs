@@ -2,8 +2,8 @@
 // Runs the compiled tests with Node's own test runner.
 //   node scripts/run-tests.mjs [unit|integration|all] [--long] [file-filter ...]
 // Node 20 takes no globs after --test, so the file list is built here.
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 
@@ -21,6 +21,31 @@ function walk(dir) {
     else if (name.endsWith('.test.js')) out.push(p);
   }
   return out;
+}
+
+// FIPS mode (CERTD_TEST_FIPS=1): every process of the run (the test files, the certd, openssl
+// and nginx they start) loads the OpenSSL FIPS provider that scripts/fips-provider.sh builds, and
+// Node runs with --enable-fips. Without file filters the run is the FIPS subset below: what
+// touches crypto end to end, not the tests that assume a machine without a FIPS provider.
+const fipsMode = process.env.CERTD_TEST_FIPS === '1';
+const FIPS_SUBSET = [
+  'unit/policy.test.js', 'unit/x509.test.js', 'unit/pem.test.js', 'unit/rotate.test.js',
+  'integration/fips-provider.test.js', 'integration/aws-sources.test.js', 'integration/keyval.test.js',
+  'integration/apisix.test.js', 'integration/rotate-nginx.test.js',
+  'integration/report.test.js', 'zz-',
+];
+const fipsEnv = {};
+if (fipsMode) {
+  const dir = resolve(process.env.CERTD_FIPS_DIR || '.cache/ossl-fips');
+  if (!existsSync(join(dir, 'fips.so')) || !existsSync(join(dir, 'openssl.cnf'))) {
+    console.error(`CERTD_TEST_FIPS=1: no FIPS provider in ${dir}: run scripts/fips-provider.sh first`);
+    process.exit(2);
+  }
+  fipsEnv.OPENSSL_CONF = join(dir, 'openssl.cnf');
+  fipsEnv.OPENSSL_MODULES = dir;
+  fipsEnv.CERTD_FIPS_DIR = dir;
+  fipsEnv.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --enable-fips`.trim();
+  if (filters.length === 0) filters.push(...FIPS_SUBSET);
 }
 
 const files = roots
@@ -47,6 +72,7 @@ const env = {
   CERTD_TEST_CAPTURE_DIR: captureDir,
   CERTD_TEST_SCRATCH_DIR: scratchDir,
   TMPDIR: scratchDir,
+  ...fipsEnv,
 };
 // One run, one closing summary. Files run one at a time, in this order (integration tests start
 // real servers, so ports and CPU are not contended), and the zz-* checks of everything the others
@@ -60,5 +86,5 @@ const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--enab
 const status = r.status ?? 1;
 if (ownCapture && !process.env.CERTD_TEST_KEEP_CAPTURE) rmSync(captureDir, { recursive: true, force: true });
 if (ownScratch && !process.env.CERTD_TEST_KEEP_CAPTURE) rmSync(scratchDir, { recursive: true, force: true });
-console.error(`ran ${files.length} test files: ${files.map((f) => relative('dist/test', f)).join(' ')}`);
+console.error(`ran ${files.length} test files${fipsMode ? ' in FIPS mode' : ''}: ${files.map((f) => relative('dist/test', f)).join(' ')}`);
 process.exit(status);

@@ -54,6 +54,19 @@ else
   echo "node 24 smoke run FAILED:" >&2; cat "$smoke/log" >&2; status=1
 fi
 rm -rf "$smoke"
+# FIPS mode: the OpenSSL 3.0 FIPS provider built from Debian's source once (cached in
+# .cache/ossl-fips), then the FIPS selection of the suite (scripts/run-tests.mjs, CERTD_TEST_FIPS=1)
+# on Node 24 and this machine's Node, every process under OPENSSL_CONF/OPENSSL_MODULES and
+# --enable-fips. A provider that cannot be built fails the run; it is never skipped.
+echo "== FIPS provider (scripts/fips-provider.sh)" >&2
+if NODE="$NODE24" bash scripts/fips-provider.sh >/dev/null && bash scripts/fips-provider.sh --check >/dev/null; then
+  for n in "$NODE24" node; do
+    echo "== FIPS-mode selection on Node $("$n" --version)" >&2
+    CERTD_TEST_FIPS=1 "$n" scripts/run-tests.mjs all "$@" || status=$?
+  done
+else
+  echo "FIPS provider could not be built or does not load: the FIPS-mode pass FAILED" >&2; status=1
+fi
 echo "== the whole suite on Node $(node --version)" >&2
 node scripts/run-tests.mjs all "$@" || status=$?
 exit $status

@@ -56,7 +56,7 @@ export function configSchema() {
   return z
     .strictObject({
       policy: policySchema.prefault({}),
-      fips_runtime: z.enum(['require', 'auto', 'off']).default('auto'),
+      fips_runtime: z.enum(['require-host', 'require', 'auto', 'off']).default('auto'),
       schedule: z
         .string()
         .default('*/5 * * * *')

@@ -4,7 +4,14 @@
  * `crypto.getFips()` alone proves nothing: with no FIPS provider, `setFips(true)` "succeeds" and
  * every later crypto call fails. So the verdict needs a working probe: getFips() is 1 AND
  * SHA-256 computes the right digest AND MD5 is refused; plus the kernel flag
- * /proc/sys/crypto/fips_enabled reads 1 (host FIPS). What OpenSSL reports (the version Node is
+ * /proc/sys/crypto/fips_enabled reads 1 (host FIPS).
+ *
+ * Two levels are proven separately, because in a container the kernel flag belongs to the host
+ * (ECS/Fargate, Kubernetes) and says nothing about the crypto certd runs:
+ * - `runtime`: a working FIPS provider is loaded and enforcing (the three facts above);
+ *   `fips_runtime: require` asks for this;
+ * - `host`: that, and the kernel flag reads 1; `fips_runtime: require-host` asks for this.
+ * What OpenSSL reports (the version Node is
  * built with; the system `openssl` CLI's version and providers, which is what nginx links) is
  * evidence for the report, not part of the verdict: the CLI is another OpenSSL than Node's.
  */
@@ -25,6 +32,11 @@ export const MISSING_SHA256 =
 export const MISSING_MD5_REFUSAL =
   'MD5 still works: non-approved algorithms are served (set default_properties = fips=yes in OPENSSL_CONF and do not activate the default provider)';
 export const MISSING_KERNEL = 'kernel not in FIPS mode (fips=1 on the kernel command line)';
+
+/** The fips_runtime levels: what start-up must prove before it touches material. */
+export type FipsRuntimeMode = 'require-host' | 'require' | 'auto' | 'off';
+/** What a probe proved: the runtime and the host's kernel flag, the runtime alone, or nothing. */
+export type FipsLevel = 'host' | 'runtime' | 'none';
 
 /** The crypto and host facts the probe reads; tests inject their own. */
 export interface FipsProbeDeps {
@@ -53,17 +65,31 @@ export interface OpensslReport {
     modulesdir: string | null;
     /** Whether fips.so is present in MODULESDIR (installed, not necessarily configured). */
     fipsModuleInstalled: boolean;
-    providers: { name: string; status: string }[];
+    /** As `openssl list -providers` prints them: the id, the provider's own name and version. */
+    providers: ProviderInfo[];
     fipsProviderActive: boolean;
   } | null;
 }
 
+export interface ProviderInfo {
+  name: string;
+  status: string;
+  /** "OpenSSL FIPS Provider" (the provider's name parameter), when OpenSSL printed one. */
+  fullName?: string;
+  version?: string;
+}
+
 export interface FipsReport {
+  /** Host FIPS: the runtime is proven AND the kernel flag reads 1 (level `host`). */
   fips: boolean;
+  /** A working FIPS provider is proven (getFips 1, SHA-256 right, MD5 refused), whatever the kernel says. */
+  runtimeFips: boolean;
+  /** What was proven: `host` (runtime + kernel flag), `runtime` (provider only), `none`. */
+  level: FipsLevel;
   runtime: { getFips: number; sha256: boolean; md5Refused: boolean };
   kernel: { fipsEnabled: 0 | 1 | null };
   openssl: OpensslReport;
-  /** Why `fips` is false, one human sentence each (empty when fips is true). */
+  /** Why `fips` is false, one human sentence each (empty when fips is true); the runtime's reasons first, the kernel's last. */
   missing: string[];
   /** Observations that do not change the verdict (e.g. the system OpenSSL has no FIPS provider). */
   notes: string[];
@@ -97,9 +123,9 @@ export const systemProbeDeps: FipsProbeDeps = {
 };
 
 /** Parses `openssl list -providers` into name/status pairs. */
-export function parseProviders(text: string): { name: string; status: string }[] {
-  const out: { name: string; status: string }[] = [];
-  let current: { name: string; status: string } | undefined;
+export function parseProviders(text: string): ProviderInfo[] {
+  const out: ProviderInfo[] = [];
+  let current: ProviderInfo | undefined;
   for (const line of text.split('\n')) {
     const id = /^ {2}(\S+)\s*$/.exec(line);
     if (id) {
@@ -109,6 +135,10 @@ export function parseProviders(text: string): { name: string; status: string }[]
     }
     const status = /^\s+status:\s*(\S+)/.exec(line);
     if (status && current) current.status = status[1]!;
+    const name = /^\s+name:\s*(.+?)\s*$/.exec(line);
+    if (name && current) current.fullName = name[1]!;
+    const version = /^\s+version:\s*(\S+)/.exec(line);
+    if (version && current) current.version = version[1]!;
   }
   return out;
 }
@@ -176,8 +206,14 @@ export function probeFips(deps: FipsProbeDeps = systemProbeDeps, options: ProbeO
     notes.push(`the system OpenSSL (${cli.version}) has no active fips provider: nginx linked against it does not run FIPS-validated TLS`);
   }
   const runtimeOk = fipsFlag === 1 && sha256 && md5Refused;
+  const hostOk = runtimeOk && fipsEnabled === 1;
+  if (runtimeOk && !hostOk) {
+    notes.push(`the FIPS runtime is proven (a working FIPS provider); the host's kernel flag ${KERNEL_FIPS_FLAG} is ${fipsEnabled === null ? 'absent' : String(fipsEnabled)}: host FIPS is not proven (in a container it belongs to the host)`);
+  }
   return {
-    fips: runtimeOk && fipsEnabled === 1,
+    fips: hostOk,
+    runtimeFips: runtimeOk,
+    level: hostOk ? 'host' : runtimeOk ? 'runtime' : 'none',
     runtime: { getFips: fipsFlag, sha256, md5Refused },
     kernel: { fipsEnabled },
     openssl: {
@@ -191,30 +227,46 @@ export function probeFips(deps: FipsProbeDeps = systemProbeDeps, options: ProbeO
   };
 }
 
+/** Whether a report meets a fips_runtime mode (auto and off accept anything). */
+export function meetsMode(mode: FipsRuntimeMode, report: FipsReport): boolean {
+  if (mode === 'require-host') return report.fips;
+  if (mode === 'require') return report.runtimeFips;
+  return true;
+}
+
 /**
  * What `certd run` and `certd rotate` call before touching any material, with the config's
  * `fips_runtime`:
- * - `require`: throws CertdError E_CONFIG (exit 2) naming everything that is missing;
+ * - `require-host`: throws CertdError E_CONFIG (exit 2) unless the runtime and the kernel flag are proven;
+ * - `require`: throws CertdError E_CONFIG (exit 2) unless a working FIPS provider is proven
+ *   (the kernel flag is reported, not required: containers do not own it);
  * - `auto`: logs one warning when the probe fails, and goes on;
  * - `off`: probes nothing.
  * Returns the report (undefined for `off`) so the caller can publish it (metrics, status).
  */
 export function enforceFipsRuntime(
-  mode: 'require' | 'auto' | 'off',
+  mode: FipsRuntimeMode,
   log: Logger,
   deps: FipsProbeDeps = systemProbeDeps,
   options: { warn?: boolean } = {},
 ): FipsReport | undefined {
   if (mode === 'off') return undefined;
   const report = probeFips(deps);
+  const facts = { rule: RULE_FIPS_RT, level: report.level, runtime: report.runtime, kernel: report.kernel, openssl_conf: report.openssl.opensslConf, openssl_modules: report.openssl.opensslModules };
   if (report.fips) {
-    log.info({ rule: RULE_FIPS_RT, runtime: report.runtime, kernel: report.kernel }, 'FIPS runtime probe passed');
+    log.info(facts, 'FIPS probe passed: FIPS runtime and host kernel flag proven');
     return report;
   }
-  if (mode === 'require') {
-    throw new CertdError('E_CONFIG', `fips_runtime: require: this host and runtime are not FIPS: ${report.missing.join('; ')}`, {
+  if (mode === 'require' && report.runtimeFips) {
+    log.info(facts, `FIPS runtime probe passed (a working FIPS provider); host kernel flag ${KERNEL_FIPS_FLAG}: ${report.kernel.fipsEnabled ?? 'absent'}, not required (fips_runtime: require-host requires it)`);
+    return report;
+  }
+  if (mode === 'require' || mode === 'require-host') {
+    const reasons = mode === 'require' ? report.missing.filter((m) => !m.startsWith(MISSING_KERNEL)) : report.missing;
+    const what = mode === 'require' ? 'the runtime is not FIPS' : 'this host and runtime are not FIPS';
+    throw new CertdError('E_CONFIG', `fips_runtime: ${mode}: ${what}: ${reasons.join('; ')}${fipsConfHint(report)}`, {
       permanent: true,
-      details: { rule: RULE_FIPS_RT, missing: report.missing, runtime: report.runtime, kernel: report.kernel },
+      details: { ...facts, missing: reasons },
     });
   }
   // Said once per process (certd run probes again on every SIGHUP; nothing has changed then).
@@ -234,7 +286,17 @@ function gist(missing: string): string {
   return missing.split(/ \(|: |; /)[0] ?? missing;
 }
 
-/** The message of a probe failure, for callers that report rather than throw. */
+/** Where OpenSSL was told to look, for a refusal message: the file to check is named. */
+function fipsConfHint(report: FipsReport): string {
+  const conf = report.openssl.opensslConf;
+  const modules = report.openssl.opensslModules;
+  if (!conf && !modules) return ' (OPENSSL_CONF and OPENSSL_MODULES are unset)';
+  return ` (OPENSSL_CONF=${conf ?? '(unset)'}, OPENSSL_MODULES=${modules ?? '(unset)'}: check the fipsmodule.cnf it includes, e.g. rerun openssl fipsinstall)`;
+}
+
+/** The message of a probe, for callers that report rather than throw. */
 export function describeFips(report: FipsReport): string {
-  return report.fips ? 'FIPS: runtime probe passed and the kernel is in FIPS mode' : `not FIPS: ${report.missing.join('; ')}`;
+  if (report.fips) return 'FIPS (host): the runtime probe passed and the kernel is in FIPS mode';
+  if (report.runtimeFips) return `FIPS (runtime): a working FIPS provider is proven; the host kernel flag is ${report.kernel.fipsEnabled ?? 'absent'} (host FIPS not proven)`;
+  return `not FIPS: ${report.missing.join('; ')}`;
 }

@@ -18,7 +18,7 @@ import { readAuditRecords, verifyAuditFile, type AuditRecord, type AuditVerifica
 import type { LoadedConfig } from './config.js';
 import { describesDeployment } from './contracts.js';
 import { CertdError, messageOf } from './errors.js';
-import { probeFips, systemProbeDeps, type FipsReport } from './fips.js';
+import { MISSING_KERNEL, probeFips, systemProbeDeps, type FipsReport } from './fips.js';
 import type { Logger } from './log.js';
 import { checkPolicy } from './policy/check.js';
 import { parseBundle } from './policy/pem.js';
@@ -163,7 +163,12 @@ export interface ComplianceReport {
   config: string;
   summary: {
     controls: ControlSummary[];
-    fips: { mode: boolean; statement: string; reasons: string[] };
+    /**
+     * mode: FIPS crypto is proven (certd's runtime probe and the system OpenSSL); level says what
+     * was proven: `host` (and the kernel flag reads 1), `runtime` (a working FIPS provider, the
+     * kernel flag not set: a container's host), `none`. hostFlag is the kernel flag as read.
+     */
+    fips: { mode: boolean; level: 'host' | 'runtime' | 'none'; hostFlag: 0 | 1 | null; provider: string | null; statement: string; reasons: string[] };
   };
   certificates: CertificateSection[];
   endpoints: EndpointSection[];
@@ -414,8 +419,10 @@ function keyText(s: { keyAlgorithm: string; keyBits: number | undefined; curve: 
 function summarise(r: Omit<ComplianceReport, 'summary'>, loaded: LoadedConfig): ComplianceReport['summary'] {
   const c = new ControlBuilder();
   const host = r.host;
-  // FIPS: the verdict of the probe, plus what the system OpenSSL (the one nginx uses) does.
-  const reasons = [...host.runtime.missing];
+  // FIPS: the verdict of the probe, plus what the system OpenSSL (the one nginx uses) does. The
+  // kernel flag is the host's: with a proven runtime it is reported beside the verdict, not in it.
+  const runtimeProven = host.runtime.runtimeFips === true;
+  const reasons = runtimeProven ? host.runtime.missing.filter((m) => !m.startsWith(MISSING_KERNEL)) : [...host.runtime.missing];
   for (const check of host.systemOpenssl.checks) {
     if (!check.asFipsRequires) {
       reasons.push(check.fipsExpects === 'fails'
@@ -424,10 +431,17 @@ function summarise(r: Omit<ComplianceReport, 'summary'>, loaded: LoadedConfig): 
     }
   }
   if (host.systemOpenssl.version === null) reasons.push('the openssl CLI is not installed: the system OpenSSL could not be checked');
-  const mode = host.runtime.fips && reasons.length === 0;
-  const statement = mode
-    ? 'This host runs in FIPS mode: the kernel FIPS flag is set, certd\'s runtime probe passed (SHA-256 works, MD5 is refused), and the system OpenSSL refuses MD5.'
-    : `This host is NOT in FIPS mode: ${reasons.join('; ')}.`;
+  const mode = runtimeProven && reasons.length === 0;
+  const hostFlag = host.runtime.kernel.fipsEnabled;
+  const level: 'host' | 'runtime' | 'none' = mode ? (hostFlag === 1 ? 'host' : 'runtime') : 'none';
+  const fipsProvider = host.runtime.openssl.cli?.providers.find((p) => p.name === 'fips' && p.status === 'active');
+  const provider = fipsProvider ? `${fipsProvider.fullName ?? 'fips'} ${fipsProvider.version ?? '(version not reported)'}` : null;
+  const providerText = provider ? ` (${provider}, as OpenSSL reports it)` : '';
+  const statement = level === 'host'
+    ? `This host runs in FIPS mode (proven: runtime and host): the kernel FIPS flag is set, certd's runtime probe passed (SHA-256 works, MD5 is refused), and the system OpenSSL${providerText} refuses MD5.`
+    : level === 'runtime'
+      ? `certd and the system OpenSSL run in FIPS mode (proven: runtime; host not proven): certd's runtime probe passed (SHA-256 works, MD5 is refused) and the system OpenSSL${providerText} refuses MD5; the host's kernel flag /proc/sys/crypto/fips_enabled is ${hostFlag === null ? 'absent' : String(hostFlag)} (in a container it belongs to the host: check the host's FIPS status there).`
+      : `This host is NOT in FIPS mode: ${reasons.join('; ')}.`;
   if (mode) c.held('SC-13', statement);
   else c.flag('SC-13', 'fail', statement);
 
@@ -479,7 +493,7 @@ function summarise(r: Omit<ComplianceReport, 'summary'>, loaded: LoadedConfig): 
     const b = r.audit.verification.firstBad;
     c.flag('SC-12', 'fail', `the audit trail ${r.audit.file} is broken at line ${b?.line} (seq ${b?.seq ?? '?'}): ${b?.reason}`);
   } else if (r.audit.verification) c.held('SC-12', `audit trail ${r.audit.file}: hash chain intact, ${r.audit.verification.records} record(s)`);
-  return { controls: c.build(), fips: { mode, statement, reasons } };
+  return { controls: c.build(), fips: { mode, level, hostFlag, provider, statement, reasons } };
 }
 
 export async function buildReport(loaded: LoadedConfig, options: ReportOptions): Promise<ComplianceReport> {
@@ -610,7 +624,7 @@ export function renderMarkdown(r: ComplianceReport): string {
   out.push(`# certd compliance report`, '', `Generated ${r.generatedAt} on ${r.host.hostname} by certd ${r.certd.version} (node ${r.certd.node}); config ${r.config}.`, '');
   out.push('## Summary', '', '| Control | Title | Status | Issues |', '|---|---|---|---|');
   for (const c of r.summary.controls) out.push(`| ${c.control} | ${c.title} | **${c.status.toUpperCase()}** | ${mdCell(c.issues.join(' / ') || 'none')} |`);
-  out.push('', `**FIPS:** ${r.summary.fips.statement}`, '');
+  out.push('', `**FIPS:** ${r.summary.fips.statement}`, '', `- Proven: ${r.summary.fips.level}; host kernel flag /proc/sys/crypto/fips_enabled: ${r.summary.fips.hostFlag ?? 'absent'}; FIPS provider: ${r.summary.fips.provider ?? 'none active'}`, '');
   for (const c of r.summary.controls) {
     out.push(`### ${c.control} ${c.title}: ${c.status}`, '');
     for (const i of c.issues) out.push(`- ${i}`);
@@ -712,6 +726,7 @@ export function renderHtml(r: ComplianceReport): string {
     `<td>${c.issues.length === 0 ? 'none' : `<ul>${c.issues.map((i) => `<li>${esc(i)}</li>`).join('')}</ul>`}</td>`,
   ]), ' id="summary"'));
   b.push(`<p class="${r.summary.fips.mode ? 'fips-yes' : 'fips-no'}" id="fips"><b>FIPS:</b> ${esc(r.summary.fips.statement)}</p>`);
+  b.push(`<p id="fips-level">Proven: <b>${esc(r.summary.fips.level)}</b>; host kernel flag /proc/sys/crypto/fips_enabled: ${esc(String(r.summary.fips.hostFlag ?? 'absent'))}; FIPS provider: ${esc(r.summary.fips.provider ?? 'none active')}</p>`);
   for (const c of r.summary.controls) {
     if (c.evidence.length === 0) continue;
     b.push(`<h3>${esc(c.control)}: what was checked and held</h3><ul>${c.evidence.map((e) => `<li>${esc(e)}</li>`).join('')}</ul>`);

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { registerSecret } from './capture.js';
+import { fixtureEnv } from './fixture-env.js';
 
 export interface HandshakeResult {
   /** SHA-256 of the leaf's DER, upper-case hex pairs joined by ':' (Node's format). */
@@ -113,6 +114,7 @@ export function openssl(args: string[], input?: string): string {
     return execFileSync('openssl', args, {
       encoding: 'utf8',
       stdio: ['pipe', 'pipe', 'pipe'],
+      env: fixtureEnv(),
       ...(input === undefined ? {} : { input }),
     });
   } catch (err) {

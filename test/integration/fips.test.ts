@@ -76,8 +76,17 @@ certificates:
     assert.equal(r.code, 2, r.stdout + r.stderr);
     assert.match(r.stderr, /fips_runtime: require/);
     assert.match(r.stderr, /no FIPS provider loaded/);
-    assert.match(r.stderr, /kernel not in FIPS mode/);
+    assert.doesNotMatch(r.stderr, /kernel not in FIPS mode/, 'require asks for the runtime, not the host flag');
     assert.equal(existsSync(join(shm.dir, 'req', 'fullchain.pem')), false);
+  });
+
+  it('fips_runtime: require-host makes rotate --now exit 2 naming the runtime and the kernel flag', async () => {
+    const r = await runCertd(['rotate', '--now', '--config', config('require-host', 'reqh')]);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.match(r.stderr, /fips_runtime: require-host/);
+    assert.match(r.stderr, /no FIPS provider loaded/);
+    assert.match(r.stderr, /kernel not in FIPS mode/);
+    assert.equal(existsSync(join(shm.dir, 'reqh', 'fullchain.pem')), false);
   });
 
   it('fips_runtime: auto warns (P-FIPS-RT) and rotates', async () => {

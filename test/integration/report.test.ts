@@ -12,6 +12,7 @@ import { runCertd, shmDir, writeConfig } from '../helpers/cli.js';
 import { startNginx, type RunningNginx } from '../helpers/nginx.js';
 import type { ComplianceReport } from '../../src/report.js';
 import { openssl, TestPki, type Issued } from '../helpers/pki.js';
+import { FIPS_RUN } from '../helpers/fixture-env.js';
 
 const NAME = 'report.certd.test';
 const CHROMIUM = '/usr/bin/chromium';
@@ -167,7 +168,25 @@ ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256;`,
     assert.equal(report.audit.verification?.ok, true);
   });
 
-  it('says truthfully that this host is not in FIPS mode, and why', () => {
+  it('in the FIPS-mode pass: SC-13 holds at level runtime, names the provider as OpenSSL reports it, and the host flag apart', { skip: !FIPS_RUN }, () => {
+    const kernel = existsSync(KERNEL_FLAG) ? readFileSync(KERNEL_FLAG, 'utf8').trim() : null;
+    assert.equal(report.host.runtime.runtimeFips, true);
+    assert.equal(report.summary.fips.mode, true, report.summary.fips.statement);
+    assert.equal(report.summary.fips.level, kernel === '1' ? 'host' : 'runtime');
+    assert.equal(report.summary.fips.hostFlag, kernel === null ? null : Number(kernel));
+    const providers = spawnSync('openssl', ['list', '-providers'], { encoding: 'utf8' }).stdout;
+    const version = /fips\n\s+name: (.+)\n\s+version: (\S+)/.exec(providers);
+    assert.ok(version, providers);
+    assert.equal(report.summary.fips.provider, `${version[1]} ${version[2]}`);
+    const sc13 = report.summary.controls.find((c: { control: string }) => c.control === 'SC-13');
+    assert.equal(sc13!.status, 'pass');
+    assert.match(report.summary.fips.statement, /proven: runtime; host not proven|proven: runtime and host/);
+    // The system openssl in this environment refuses MD5, as FIPS mode requires.
+    const md5 = spawnSync('openssl', ['dgst', '-md5'], { input: 'certd' });
+    assert.notEqual(md5.status, 0);
+  });
+
+  it('says truthfully that this host is not in FIPS mode, and why', { skip: FIPS_RUN && 'the FIPS-mode pass: see the case above' }, () => {
     const kernel = existsSync(KERNEL_FLAG) ? readFileSync(KERNEL_FLAG, 'utf8').trim() : null;
     assert.notEqual(kernel, '1', 'this test expects a host that is not in FIPS mode');
     assert.equal(report.host.kernelFips, kernel === null ? null : Number(kernel));
@@ -201,7 +220,9 @@ ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256;`,
     assert.equal(e.probe.served!.fingerprint, leaf.fingerprint);
     assert.equal(e.probe.ok, true, JSON.stringify(e.probe.findings));
     const proto = Object.fromEntries(e.probe.protocols.map((p: { version: string; result: string }) => [p.version, p.result]));
-    assert.deepEqual(proto, { TLSv1: 'refused', 'TLSv1.1': 'refused', 'TLSv1.2': 'accepted', 'TLSv1.3': 'accepted' });
+    // In FIPS mode certd's own client cannot offer TLS 1.0/1.1 (their PRF needs MD5): it says untested, not refused.
+    const old = FIPS_RUN ? 'untested' : 'refused';
+    assert.deepEqual(proto, { TLSv1: old, 'TLSv1.1': old, 'TLSv1.2': 'accepted', 'TLSv1.3': 'accepted' });
     const suite = Object.fromEntries(e.fipsSuites.map((s: { suite: string; result: string }) => [s.suite, s.result]));
     assert.equal(suite['ECDHE-RSA-AES128-GCM-SHA256'], 'accepted');
     assert.equal(suite['ECDHE-RSA-AES256-GCM-SHA384'], 'accepted');
@@ -210,7 +231,7 @@ ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256;`,
     assert.equal(suite['TLS_AES_128_GCM_SHA256'], 'accepted');
     assert.equal(suite['TLS_AES_128_CCM_SHA256'], 'refused');
     const chacha13 = e.probe.suites.find((s: { family: string; tls: string }) => s.family === 'CHACHA20' && s.tls === '1.3');
-    assert.equal(chacha13!.result, 'refused');
+    assert.equal(chacha13!.result, FIPS_RUN ? 'untested' : 'refused'); // a FIPS client cannot offer CHACHA20: untested, not claimed refused
     assert.equal(e.probe.suites.filter((s: { result: string }) => s.result === 'accepted').length, 0);
   });
 
@@ -252,7 +273,8 @@ ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256;`,
     const r = await runCertd(['report', '--config', config, '--format', 'md', '--no-endpoints']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^# certd compliance report/);
-    assert.match(r.stdout, /\| SC-13 \| Cryptographic Protection \| \*\*FAIL\*\* \|/);
+    assert.match(r.stdout, FIPS_RUN ? /\| SC-13 \| Cryptographic Protection \| \*\*PASS\*\* \|/ : /\| SC-13 \| Cryptographic Protection \| \*\*FAIL\*\* \|/);
+    assert.match(r.stdout, /- Proven: (host|runtime|none); host kernel flag/);
     assert.match(r.stdout, new RegExp(leaf.fingerprint));
   });
 

@@ -78,16 +78,41 @@ describe('the P-FIPS-RT probe (injected crypto)', () => {
 
   it('parses `openssl list -providers`', () => {
     const text = 'Providers:\n  default\n    name: OpenSSL Default Provider\n    version: 3.0.19\n    status: active\n  fips\n    name: OpenSSL FIPS Provider\n    version: 3.0.9\n    status: active\n';
-    assert.deepEqual(parseProviders(text), [{ name: 'default', status: 'active' }, { name: 'fips', status: 'active' }]);
+    assert.deepEqual(parseProviders(text), [
+      { name: 'default', status: 'active', fullName: 'OpenSSL Default Provider', version: '3.0.19' },
+      { name: 'fips', status: 'active', fullName: 'OpenSSL FIPS Provider', version: '3.0.9' },
+    ]);
+  });
+
+  it('levels: host (runtime + kernel flag), runtime (provider only), none', () => {
+    assert.equal(probeFips(fipsHost()).level, 'host');
+    const container = probeFips(fipsHost({ readKernelFlag: () => null }));
+    assert.equal(container.level, 'runtime');
+    assert.equal(container.runtimeFips, true);
+    assert.equal(container.fips, false);
+    assert.equal(probeFips(fipsHost({ getFips: () => 0, readKernelFlag: () => null })).level, 'none');
   });
 });
 
 describe('enforceFipsRuntime', () => {
-  it('require: throws E_CONFIG naming what is missing', () => {
+  it('require-host: throws E_CONFIG naming the kernel flag when only the runtime is proven', () => {
     const c = capture();
     assert.throws(
-      () => enforceFipsRuntime('require', c.log, fipsHost({ readKernelFlag: () => '0' })),
+      () => enforceFipsRuntime('require-host', c.log, fipsHost({ readKernelFlag: () => '0' })),
       (err: unknown) => err instanceof CertdError && err.code === 'E_CONFIG' && err.message.includes(MISSING_KERNEL) && err.details['rule'] === 'P-FIPS-RT',
+    );
+  });
+  it('require: a proven runtime passes without the kernel flag (a container), and says so', () => {
+    const c = capture();
+    const r = enforceFipsRuntime('require', c.log, fipsHost({ readKernelFlag: () => null }));
+    assert.equal(r?.level, 'runtime');
+    assert.ok(c.lines().some((l) => /host kernel flag .*absent, not required/.test(String(l['msg']))), JSON.stringify(c.lines()));
+  });
+  it('require: throws E_CONFIG naming what is missing in the runtime, not the kernel', () => {
+    const c = capture();
+    assert.throws(
+      () => enforceFipsRuntime('require', c.log, fipsHost({ getFips: () => 0, readKernelFlag: () => null })),
+      (err: unknown) => err instanceof CertdError && err.code === 'E_CONFIG' && err.message.includes(MISSING_PROVIDER) && !err.message.includes(MISSING_KERNEL),
     );
   });
   it('require: passes on a FIPS host', () => {

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { inspect } from 'node:util';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { isCertdError } from '../../src/errors.js';
 import { encodePem, MAX_INPUT_BYTES, parseBundle, parseCertInput, parseKeyInput, splitPem } from '../../src/policy/pem.js';
 import type { Bundle } from '../../src/policy/pem.js';
 import { buildSmallChain } from '../fixtures/corpus.js';
+import { FIPS_RUN, fixtureEnv } from '../helpers/fixture-env.js';
 
 const chain = await buildSmallChain();
 const der = (pem: string): Buffer => new X509Certificate(pem).raw;
@@ -78,17 +80,17 @@ describe('parseBundle: PEM', () => {
   });
 
   it('keeps the RFC 1421 headers of a legacy encrypted key so that P-KEY-PEM can see them', () => {
-    const { privateKey } = generateKeyPairSync('ec', {
-      namedCurve: 'P-256',
-      publicKeyEncoding: { type: 'spki', format: 'pem' },
-      privateKeyEncoding: { type: 'sec1', format: 'pem', cipher: 'aes-128-cbc', passphrase: 'x' },
-    });
+    // Made by the system openssl outside FIPS mode: the legacy PEM encryption derives its key with MD5.
+    const plain = execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout'], { env: fixtureEnv() });
+    const privateKey = execFileSync('openssl', ['ec', '-aes128', '-passout', 'pass:x'], { input: plain, env: fixtureEnv(), encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
     const [block] = splitPem(privateKey);
     assert.equal(block?.label, 'EC PRIVATE KEY');
     assert.equal(block?.headers['Proc-Type'], '4,ENCRYPTED');
     const bundle = parseBundle(Buffer.from(chain.leaf + privateKey));
     assert.match(bundle.keyPem?.revealString() ?? '', /Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,/);
-    assert.ok(createPrivateKey({ key: bundle.keyPem?.reveal() ?? '', passphrase: 'x' }));
+    // In FIPS mode the MD5 key derivation is refused: such a key cannot be used there at all.
+    if (FIPS_RUN) assert.throws(() => createPrivateKey({ key: bundle.keyPem?.reveal() ?? '', passphrase: 'x' }), /unsupported/);
+    else assert.ok(createPrivateKey({ key: bundle.keyPem?.reveal() ?? '', passphrase: 'x' }));
   });
 
   it('encodePem and splitPem round-trip', () => {

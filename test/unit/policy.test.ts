@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { rootCertificates } from 'node:tls';
 import { describe, it } from 'node:test';
 import { isCertdError } from '../../src/errors.js';
@@ -15,6 +16,7 @@ import type { Finding, PolicyInput, PolicySettings, RuleId } from '../../src/pol
 import { describeCertificate, parseCertificate } from '../../src/policy/x509.js';
 import { buildCorpus, CORPUS_PASSPHRASE } from '../fixtures/corpus.js';
 import type { CorpusCase } from '../fixtures/corpus.js';
+import { fixtureEnv } from '../helpers/fixture-env.js';
 
 const corpus = await buildCorpus();
 const DAY = 86_400_000;
@@ -338,12 +340,10 @@ describe('policy: private keys (P-KEY-PEM, P-KEYMATCH)', () => {
       privateKeyEncoding: { type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase },
     });
     assert.equal(loadPrivateKeyPem(new Secret(pkcs8.privateKey), new Secret(passphrase)).ok, true);
-    const sec1 = generateKeyPairSync('ec', {
-      namedCurve: 'P-256',
-      publicKeyEncoding: { type: 'spki', format: 'pem' },
-      privateKeyEncoding: { type: 'sec1', format: 'pem', cipher: 'aes-256-cbc', passphrase },
-    });
-    const legacy = loadPrivateKeyPem(new Secret(sec1.privateKey), new Secret(passphrase));
+    // The legacy SEC 1 encryption derives its key with MD5: made by the system openssl outside FIPS mode.
+    const plain = execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout'], { env: fixtureEnv() });
+    const sec1 = execFileSync('openssl', ['ec', '-aes256', '-passout', `pass:${passphrase}`], { input: plain, env: fixtureEnv(), encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+    const legacy = loadPrivateKeyPem(new Secret(sec1), new Secret(passphrase));
     assert.equal(legacy.ok, false);
     assert.ok(!legacy.ok && /Proc-Type/.test(legacy.problem));
   });
