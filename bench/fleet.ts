@@ -60,12 +60,19 @@ export const fleet: Scenario = {
       const ca = await makeCa(dir, 'ca', 'ec-p256');
       log(`seeding ${count} secrets and ${count} SSM folders`);
       const sm: CertEntry[] = [];
+      const acm: CertEntry[] = [];
       for (let i = 0; i < count; i++) {
         const m = await ca.issue([`c${i}.bench.example`]);
         await aws.invoke('secretsmanager.CreateSecret', { Name: `bench/c${i}`, SecretString: bundlePem(m) });
         await aws.invoke('AmazonSSM.PutParameter', { Name: `/bench/fleet/c${i}/cert`, Value: m.fullchainPem, Type: 'String', Overwrite: true });
         await aws.invoke('AmazonSSM.PutParameter', { Name: `/bench/fleet/c${i}/key`, Value: m.key.kind === 'pem' ? m.key.pem.revealString() : '', Type: 'SecureString', Overwrite: true });
         sm.push({ name: `c${i}`, source: { type: 'secrets-manager', secret_id: `bench/c${i}`, endpoint: aws.url }, targets: [{ type: 'nginx-plus-keyval', url: kv.apiUrl, zone: 'certs', keys: [`c${i}.bench.example`] }] });
+        const imported = (await aws.invoke('CertificateManager.ImportCertificate', {
+          Certificate: Buffer.from(m.leafPem).toString('base64'),
+          PrivateKey: Buffer.from(m.key.kind === 'pem' ? m.key.pem.revealString() : '').toString('base64'),
+          CertificateChain: Buffer.from(m.chainPem).toString('base64'),
+        })) as { CertificateArn: string };
+        acm.push({ name: `a${i}`, source: { type: 'acm', certificate_arn: imported.CertificateArn, endpoint: aws.url }, targets: [{ type: 'tmpfs', dir: join(dir, 'acm-out', `a${i}`) }] });
       }
 
       const measure = async (name: string, certificates: CertEntry[], writes: () => number): Promise<{ cold: CycleFigures; unchanged: CycleFigures }> => {
@@ -116,6 +123,14 @@ export const fleet: Scenario = {
       ssmFig.cold.writes = ssmFig.cold.deployed;
       ssmFig.unchanged.writes = ssmFig.unchanged.deployed;
       tmpfsSets = 0;
+      // ACM: DescribeCertificate per certificate (10/s quota), ExportCertificate (5/s) only when
+      // the serial or NotAfter changed: the unchanged cycle is describes only, no export, no write.
+      const exports = () => aws.calls['CertificateManager.ExportCertificate'] ?? 0;
+      const acmFig = await measure('acm', acm, () => 0);
+      acmFig.cold.writes = acmFig.cold.deployed;
+      acmFig.unchanged.writes = acmFig.unchanged.deployed;
+      const exportsOf = (c: CycleFigures): number => (c.callsByOperation['CertificateManager.ExportCertificate'] as number | undefined) ?? 0;
+      const acmExports = { cold: exportsOf(acmFig.cold), unchanged: exportsOf(acmFig.unchanged), total: exports() };
 
       // The scripted baseline, over a subset.
       log(`shell script: aws get-secret-value + curl POST into keyval, ${shellCount} secrets`);
@@ -142,10 +157,15 @@ export const fleet: Scenario = {
         { measure: `ssm path -> tmpfs, cold cycle (${count})`, certd: `${ms(ssmFig.cold.wallMs)}, ${ssmFig.cold.calls} calls, ${ssmFig.cold.writes} sets written`, against: `aws CLI + curl script, per cert`, other: shellOk ? ms(shellPerCert) : 'failed', ratio: shellOk ? `${times(shellPerCert / (ssmFig.cold.wallMs / count))} per cert` : 'n/a' },
         { measure: 'ssm path -> tmpfs, unchanged cycle', certd: `${ms(ssmFig.unchanged.wallMs)}, ${ssmFig.unchanged.calls} calls, ${ssmFig.unchanged.writes} writes`, against: 'goal', other: `<= ${budgetCalls} calls, 0 writes, < 1 s`, ratio: `${times(ssmFig.unchanged.calls / count)} calls/cert`, goal: `<= N/20 calls, 0 writes, < 1 s`, met: ssmFig.unchanged.calls <= budgetCalls && ssmFig.unchanged.writes === 0 && ssmFig.unchanged.wallMs < 1000 },
       ];
+      rows.push(
+        { measure: `acm -> tmpfs, cold cycle (${count})`, certd: `${ms(acmFig.cold.wallMs)}, ${acmFig.cold.calls} calls (${acmExports.cold} exports), ${acmFig.cold.writes} sets written` },
+        { measure: 'acm -> tmpfs, unchanged cycle', certd: `${ms(acmFig.unchanged.wallMs)}, ${acmFig.unchanged.calls} calls, ${acmExports.unchanged} exports, ${acmFig.unchanged.writes} writes`, against: 'goal', other: `${count} DescribeCertificate (throttled answers retried), 0 exports, 0 writes`, ratio: `${times(acmFig.unchanged.calls / count)} calls/cert`, goal: '0 exports, 0 writes, none failed', met: acmExports.unchanged === 0 && acmFig.unchanged.writes === 0 && acmFig.unchanged.failed === 0 },
+      );
       const notes: string[] = [`the AWS peer enforces AWS's quotas (BatchGetSecretValue 100/s, SSM reads 40/s shared); throttling answers seen: secrets-manager ${smFig.cold.throttled + smFig.unchanged.throttled}, ssm ${ssmFig.cold.throttled + ssmFig.unchanged.throttled}`];
       notes.push(`the unchanged cycle starts ${QUOTA_REFILL_MS} ms after the cold one ends (a daemon's next cycle comes at its next schedule, once AWS's per-second quota buckets have refilled)`);
       notes.push(`ssm path calls by operation: cold ${JSON.stringify(ssmFig.cold.callsByOperation)}, unchanged ${JSON.stringify(ssmFig.unchanged.callsByOperation)}`);
-      for (const [name, f] of [['secrets-manager', smFig], ['ssm', ssmFig]] as const) {
+      notes.push(`acm calls by operation: cold ${JSON.stringify(acmFig.cold.callsByOperation)}, unchanged ${JSON.stringify(acmFig.unchanged.callsByOperation)}; throttling answers seen: ${acmFig.cold.throttled + acmFig.unchanged.throttled} (DescribeCertificate 10/s, ExportCertificate 5/s)`);
+      for (const [name, f] of [['secrets-manager', smFig], ['ssm', ssmFig], ['acm', acmFig]] as const) {
         for (const [which, c] of [['cold', f.cold], ['unchanged', f.unchanged]] as const) {
           if (c.failed > 0) notes.push(`${name} ${which} cycle: ${c.failed} certificates failed, e.g. ${c.firstError ?? '?'}`);
         }
@@ -155,7 +175,7 @@ export const fleet: Scenario = {
         goal: 'unchanged cycle of 1,000: <= N/20 AWS calls, zero writes, < 1 s; cold cycle per certificate >= 100x the aws CLI + curl script',
         met: verdict(rows, quick),
         rows,
-        figures: { count, shellCount, secretsManager: smFig, ssmPath: ssmFig, shell: { wallMs: shell.wallMs, ok: shellOk, perCertMs: shellPerCert }, certdPerCertMs: certdPerCert },
+        figures: { count, shellCount, secretsManager: smFig, ssmPath: ssmFig, acm: { ...acmFig, exports: acmExports }, shell: { wallMs: shell.wallMs, ok: shellOk, perCertMs: shellPerCert }, certdPerCertMs: certdPerCert },
         notes: quick ? [...notes, `--quick: ${count} certificates (goals are judged at 1,000)`] : notes,
       };
     } finally {
