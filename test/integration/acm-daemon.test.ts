@@ -4,19 +4,18 @@
  * exactly one export; certd_acm_exports_total on /metrics counts what ACM billed.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { captureOutput } from '../helpers/capture.js';
-import { CERTD, shmDir } from '../helpers/cli.js';
+import { shmDir } from '../helpers/cli.js';
+import { type LogLine, spawnDaemon, waitForLog } from '../helpers/daemon.js';
 import { samples } from '../helpers/metrics.js';
 import { TestPki, type Issued } from '../helpers/pki.js';
 import { startAwsPeer, type AwsPeer } from '../peers/aws-peer.js';
 import { awsEnv } from './aws-fixtures.js';
 
-type LogLine = Record<string, unknown>;
 
 describe('acm source under certd run', () => {
   const scratch = shmDir('acm-daemon');
@@ -37,15 +36,7 @@ describe('acm source under certd run', () => {
       ...(certificateArn ? { CertificateArn: certificateArn } : {}),
     })) as { CertificateArn: string }).CertificateArn;
 
-  async function logged(pred: (l: LogLine) => boolean, what: string, from = 0, timeoutMs = 20_000): Promise<LogLine> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = lines.slice(from).find(pred);
-      if (hit) return hit;
-      if (Date.now() > deadline) throw new Error(`the daemon did not log ${what}; last lines:\n${lines.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`);
-      await sleep(25);
-    }
-  }
+  const logged = (pred: (l: LogLine) => boolean, what: string, from = 0, timeoutMs = 20_000): Promise<LogLine> => waitForLog(lines, pred, what, from, timeoutMs);
   const cycles = (from: number) => lines.slice(from).filter((l) => l['msg'] === 'cycle finished').length;
   const scrape = async () => samples(await (await fetch(`${metricsUrl}/metrics`)).text());
   const leaves: Record<string, Issued> = {};
@@ -69,26 +60,7 @@ certificates:
     source: { type: acm, certificate_arn: "${arn}", endpoint: "${peer.url}" }
     targets: [{ type: tmpfs, dir: ${join(dir, 'out', 'web')} }]
 `);
-    child = spawn(process.execPath, [CERTD, 'run', '--config', configPath], { env: { ...process.env, ...awsEnv(peer), CERTD_LOG_FORMAT: 'json', CERTD_LOG_LEVEL: 'info' }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let buffer = '';
-    let all = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => {
-      all += chunk;
-      buffer += chunk;
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        try {
-          lines.push(JSON.parse(line) as LogLine);
-        } catch {
-          lines.push({ raw: line });
-        }
-      }
-    });
-    exited = new Promise((resolve) => child.once('exit', resolve));
-    void exited.then(() => captureOutput('certd run (acm) stderr', all));
+    ({ child, exited } = spawnDaemon(configPath, lines, { label: 'certd run (acm) stderr', env: { ...awsEnv(peer) } }));
     metricsUrl = String((await logged((l) => l['msg'] === 'serving /metrics and /healthz', 'the metrics address'))['url']);
     await logged((l) => l['msg'] === 'cycle finished' && l['trigger'] === 'start', 'the first cycle');
   });

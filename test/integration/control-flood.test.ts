@@ -6,17 +6,16 @@
  * (bench/control-flood.ts measures RSS and the time to exit).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTROL_LIMITS } from '../../src/control.js';
-import { captureOutput } from '../helpers/capture.js';
-import { CERTD, runCertd, shmDir } from '../helpers/cli.js';
+import { runCertd, shmDir } from '../helpers/cli.js';
+import { type LogLine, spawnDaemon, waitForLog } from '../helpers/daemon.js';
 
-type LogLine = Record<string, unknown>;
 
 const scratch = shmDir('control-flood');
 const dir = scratch.dir;
@@ -78,15 +77,7 @@ describe('control socket under a hostile flood (certd run child process)', { tim
   let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   const flooders: Flooder[] = [];
 
-  async function logged(pred: (l: LogLine) => boolean, what: string, from = 0, timeoutMs = 30_000): Promise<LogLine> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = lines.slice(from).find(pred);
-      if (hit) return hit;
-      if (Date.now() > deadline) throw new Error(`the daemon did not log ${what} within ${timeoutMs} ms; its last lines:\n${lines.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`);
-      await sleep(25);
-    }
-  }
+  const logged = (pred: (l: LogLine) => boolean, what: string, from = 0, timeoutMs = 30_000): Promise<LogLine> => waitForLog(lines, pred, what, from, timeoutMs);
 
   before(async () => {
     writeFileSync(configPath, `state_dir: ${stateDir}
@@ -97,29 +88,7 @@ certificates:
     source: { type: local-ca, dns_names: [web.flood.certd.test], ttl: 24h }
     targets: [{ type: tmpfs, dir: ${dir}/out/web }]
 `);
-    child = spawn(process.execPath, [CERTD, 'run', '--config', configPath], {
-      env: { ...process.env, CERTD_LOG_FORMAT: 'json', CERTD_LOG_LEVEL: 'info' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let buffer = '';
-    let all = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => {
-      all += chunk;
-      buffer += chunk;
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        try {
-          lines.push(JSON.parse(line) as LogLine);
-        } catch {
-          lines.push({ raw: line });
-        }
-      }
-    });
-    exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    void exited.then(() => captureOutput('certd run stderr (control flood)', all));
+    ({ child, exited } = spawnDaemon(configPath, lines, { label: 'certd run stderr (control flood)' }));
     await logged((l) => l['msg'] === 'cycle finished' && l['trigger'] === 'start', 'the first cycle');
   });
 

@@ -4,20 +4,18 @@
  * way an operator (or the ECS health check) would.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { rotateStandalone } from '../../src/commands/rotate.js';
 import { CertdError } from '../../src/errors.js';
 import type { CycleReport } from '../../src/rotate.js';
-import { CERTD, runCertd, shmDir } from '../helpers/cli.js';
+import { runCertd, shmDir } from '../helpers/cli.js';
+import { type LogLine, spawnDaemon, waitForLog } from '../helpers/daemon.js';
 import { samples } from '../helpers/metrics.js';
-import { captureOutput } from '../helpers/capture.js';
 
-type LogLine = Record<string, unknown>;
 
 const scratch = shmDir('daemon');
 const dir = scratch.dir;
@@ -55,45 +53,11 @@ describe('certd run (child process)', () => {
   let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   let metricsUrl = '';
 
-  /** Waits (polling the daemon's log) for a line matching `pred` among those after `from`. */
-  async function logged(pred: (l: LogLine) => boolean, what: string, from = 0, timeoutMs = 15_000): Promise<LogLine> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = lines.slice(from).find(pred);
-      if (hit) return hit;
-      if (Date.now() > deadline) {
-        throw new Error(`the daemon did not log ${what} within ${timeoutMs} ms; its last lines:\n${lines.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`);
-      }
-      await sleep(25);
-    }
-  }
+  const logged = (pred: (l: LogLine) => boolean, what: string, from = 0, timeoutMs = 15_000): Promise<LogLine> => waitForLog(lines, pred, what, from, timeoutMs);
 
   before(async () => {
     writeFileSync(configPath, config());
-    child = spawn(process.execPath, [CERTD, 'run', '--config', configPath], {
-      env: { ...process.env, CERTD_LOG_FORMAT: 'json', CERTD_LOG_LEVEL: 'info' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let buffer = '';
-    child.stderr.setEncoding('utf8');
-    let all = '';
-    child.stderr.on('data', (chunk: string) => {
-      all += chunk;
-      buffer += chunk;
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        try {
-          lines.push(JSON.parse(line) as LogLine);
-        } catch {
-          lines.push({ raw: line });
-        }
-      }
-    });
-    exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    // The whole log in one piece, for the suite's secret-hygiene check.
-    void exited.then(() => captureOutput('certd run stderr', all));
+    ({ child, exited } = spawnDaemon(configPath, lines, { label: 'certd run stderr' }));
     const served = await logged((l) => l['msg'] === 'serving /metrics and /healthz', 'the metrics address');
     metricsUrl = String(served['url']);
     await logged((l) => l['msg'] === 'cycle finished' && l['trigger'] === 'start', 'the first cycle');
