@@ -13,6 +13,8 @@
  * PBES2 / PBKDF2 with HMAC-SHA-2 / AES-CBC, or with fewer than 1,000 PBKDF2 iterations
  * (SP 800-132), is refused before decryption, naming what was found.
  */
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { createPrivateKey, getFips, randomBytes, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
 import { type AwsLocation, awsClient, awsSend, sdk } from '../src/aws.js';
@@ -20,6 +22,7 @@ import type { ChecksCurrent, DeployedSummary, Source, SourceFactory } from '../s
 import { CertdError } from '../src/errors.js';
 import { Material } from '../src/material.js';
 import { derChildren, derValue } from '../src/policy/der.js';
+import { splitPem } from '../src/policy/pem.js';
 import { awsFields } from '../src/schema.js';
 import { Secret } from '../src/secret.js';
 
@@ -63,42 +66,30 @@ const APPROVED_PRFS = new Set(['hmacWithSHA224', 'hmacWithSHA256', 'hmacWithSHA3
 const APPROVED_CIPHERS = new Set(['aes-128-cbc', 'aes-192-cbc', 'aes-256-cbc']);
 const MIN_ITERATIONS = 1000;
 
-function oidOf(tlv: Buffer): string {
-  if (tlv[0] !== 0x06) throw new Error('not an OBJECT IDENTIFIER');
-  const v = derValue(tlv);
-  const parts: number[] = [];
-  let n = 0;
-  for (const b of v) {
-    n = n * 128 + (b & 0x7f);
-    if ((b & 0x80) === 0) {
-      if (parts.length === 0) parts.push(n < 80 ? Math.floor(n / 40) : 2, n < 80 ? n % 40 : n - 80);
-      else parts.push(n);
-      n = 0;
-    }
-  }
-  return parts.join('.');
+/** An AlgorithmIdentifier TLV: its OID and the TLV of its parameters, when present. */
+function algorithmOf(tlv: Buffer | undefined): { oid: string; params: Buffer | undefined } {
+  if (!tlv) throw new Error('no AlgorithmIdentifier');
+  const a = AsnConvert.parse(tlv, AlgorithmIdentifier);
+  return { oid: a.algorithm, params: a.parameters ? Buffer.from(a.parameters) : undefined };
 }
 
 const nameOf = (oid: string): string => OIDS[oid] ?? oid;
 
 /** How an EncryptedPrivateKeyInfo (DER) is encrypted: scheme, KDF, PRF, cipher, iterations. */
 export function encryptionOf(der: Buffer): { scheme: string; kdf?: string; prf?: string; cipher?: string; iterations?: number } {
-  const [alg] = derChildren(der);
-  if (!alg) throw new Error('no encryption algorithm');
-  const [schemeOid, params] = derChildren(alg);
-  const scheme = nameOf(oidOf(schemeOid!));
-  if (scheme !== 'PBES2' || !params) return { scheme };
-  const [kdfAlg, encAlg] = derChildren(params);
-  const [kdfOid, kdfParams] = derChildren(kdfAlg!);
-  const kdf = nameOf(oidOf(kdfOid!));
-  const cipher = nameOf(oidOf(derChildren(encAlg!)[0]!));
-  if (kdf !== 'PBKDF2' || !kdfParams) return { scheme, kdf, cipher };
-  const fields = derChildren(kdfParams);
+  const alg = algorithmOf(derChildren(der)[0]);
+  const scheme = nameOf(alg.oid);
+  if (scheme !== 'PBES2' || !alg.params) return { scheme };
+  const [kdfTlv, encTlv] = derChildren(alg.params);
+  const kdfAlg = algorithmOf(kdfTlv);
+  const kdf = nameOf(kdfAlg.oid);
+  const cipher = nameOf(algorithmOf(encTlv).oid);
+  if (kdf !== 'PBKDF2' || !kdfAlg.params) return { scheme, kdf, cipher };
   let iterations: number | undefined;
   let prf = 'hmacWithSHA1'; // the DEFAULT of PBKDF2-params
-  for (const f of fields.slice(1)) {
+  for (const f of derChildren(kdfAlg.params).slice(1)) {
     if (f[0] === 0x02 && iterations === undefined) iterations = Number.parseInt(derValue(f).toString('hex') || '0', 16);
-    else if (f[0] === 0x30) prf = nameOf(oidOf(derChildren(f)[0]!));
+    else if (f[0] === 0x30) prf = nameOf(algorithmOf(f).oid);
   }
   return { scheme, kdf, prf, cipher, ...(iterations !== undefined ? { iterations } : {}) };
 }
@@ -126,9 +117,13 @@ function newPassphrase(): Buffer {
   return out;
 }
 
+/** The DER of the first `label` block of `pem`, or undefined when it has none or is not PEM. */
 function pemBody(pem: string, label: string): Buffer | undefined {
-  const m = new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+?)-----END ${label}-----`).exec(pem);
-  return m ? Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64') : undefined;
+  try {
+    return splitPem(pem).find((b) => b.label === label)?.der;
+  } catch {
+    return undefined;
+  }
 }
 
 export const acmSource = {
