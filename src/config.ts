@@ -4,7 +4,7 @@ import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { validate as validateCron, validateDetailed } from 'node-cron';
 import { CertdError } from './errors.js';
-import { configErrorMap, duration } from './schema.js';
+import { configErrorMap, duration, optionalDuration } from './schema.js';
 import { sourceFactories, targetFactories } from '../providers/index.js';
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT');
@@ -52,6 +52,8 @@ export function configSchema() {
     targets: z.array(unionOf(targetFactories, 'target')).min(1, 'at least one target is needed'),
     reload: reloadSchema.optional(),
     verify: verifySchema.optional(),
+    /** Overrides the top-level fetch_deadline for this certificate. */
+    fetch_deadline: optionalDuration(),
   });
   return z
     .strictObject({
@@ -64,6 +66,11 @@ export function configSchema() {
           error: (iss) => `not a valid cron expression (5 fields, or 6 with seconds first): ${validateDetailed(String(iss.input)).errors.map((e) => e.message).join('; ') || String(iss.input)}`,
         }),
       jitter: duration('30s'),
+      /**
+       * The longest one certificate's source step may take in a cycle (all attempts, timeouts
+       * and retry pauses); past it the certificate fails with E_SOURCE and keeps its last good set.
+       */
+      fetch_deadline: duration('30s'),
       renew_before: duration('30d'),
       state_dir: z.string().default('/run/certd'),
       metrics: z.strictObject({ listen: hostPort.optional() }).prefault({}),

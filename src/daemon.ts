@@ -30,7 +30,7 @@ import { type Logger } from './log.js';
 import { noMetrics } from './metrics.js';
 import type { MetricsServer, PromMetrics } from './metrics-server.js';
 import { forgetDecodedCertificates } from './policy/x509.js';
-import { type CycleReport, runCycle } from './rotate.js';
+import { type CycleReport, type CycleWaiting, cycleBoundMs, runCycle } from './rotate.js';
 import { buildRuntime, type Runtime, type RuntimeOptions } from './runtime.js';
 import type { CertState, CycleOutcome } from './state.js';
 import { healthOfConfig, statusEntries, type StatusEntry } from './commands/status.js';
@@ -189,7 +189,13 @@ export interface LiveStatus {
  */
 export interface DaemonEvents {
   ready: [status: DaemonStatus];
-  'cycle-start': [info: { trigger: CycleTrigger; certificates: string[] }];
+  /**
+   * boundMs: the longest the cycle can take, from its certificates' fetch_deadline and their
+   * reload and verify timeouts (sd_notify's EXTEND_TIMEOUT_USEC during start-up).
+   */
+  'cycle-start': [info: { trigger: CycleTrigger; certificates: string[]; boundMs: number }];
+  /** A cycle still fetching: logged every 10 s with what it waits on; `line` is for STATUS=. */
+  'cycle-waiting': [info: CycleWaiting & { line: string }];
   cycle: [report: CycleReport, trigger: CycleTrigger];
   status: [line: string];
   'tick-skipped': [];
@@ -219,6 +225,8 @@ export interface DaemonOptions {
   preflight?: ((loaded: LoadedConfig) => Promise<void>) | undefined;
   /** Attempts per fetch within a cycle (runtime default 3). */
   fetchAttempts?: number | undefined;
+  /** How often a running cycle logs what it waits on (default 10 s; tests shorten it). */
+  progressEveryMs?: number | undefined;
   /** Builds the runtime of a config (default buildRuntime); tests hand in their own providers here. */
   buildRuntime?: ((loaded: LoadedConfig, options: RuntimeOptions) => Promise<Runtime>) | undefined;
 }
@@ -437,10 +445,24 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     const startedAt = this.#clock.now();
     this.#current = { trigger, since: startedAt.toISOString() };
     const taking = rt.certificates.map((c) => c.name).filter((n) => (o.only === undefined || n === o.only) && (o.include?.(n) ?? true));
-    this.#emit('cycle-start', { trigger, certificates: taking });
+    this.#emit('cycle-start', { trigger, certificates: taking, boundMs: cycleBoundMs(rt, rt.certificates.filter((c) => taking.includes(c.name))) });
     this.#emit('status', this.#statusLine());
     try {
-      const report = await runCycle(rt, { only: o.only, dryRun: o.dryRun, force: o.force, include: o.include, onProgress: o.onProgress, stop: this.#stop.signal });
+      const onWaiting = (p: CycleWaiting): void => {
+        const line = `${this.#statusLine()}: ${p.done} of ${p.total} done after ${Math.round(p.elapsedMs / 1000)} s, waiting on ${p.waiting.join(', ')}`;
+        this.#emit('cycle-waiting', { ...p, line });
+        this.#emit('status', line);
+      };
+      const report = await runCycle(rt, {
+        only: o.only,
+        dryRun: o.dryRun,
+        force: o.force,
+        include: o.include,
+        onProgress: o.onProgress,
+        onWaiting,
+        stop: this.#stop.signal,
+        ...(this.#o.progressEveryMs !== undefined ? { progressEveryMs: this.#o.progressEveryMs } : {}),
+      });
       if (!report.dryRun) await this.#reschedule(rt, report);
       logCycle(rt.log, report, trigger);
       const failed = report.certificates.filter((c) => c.result === 'failed').map((c) => c.name);

@@ -15,6 +15,7 @@ import type { CertificateRuntime, Runtime } from './runtime.js';
 import type { CertState, CycleOutcome, LastGood, RefusedMaterial } from './state.js';
 import { waitForServed } from './verify.js';
 import { prefetchAll } from './prefetch.js';
+import { parseDuration } from './duration.js';
 
 export interface CertificateReport {
   name: string;
@@ -78,6 +79,56 @@ export interface CycleOptions {
    * stopped still ends with every target holding a whole set.
    */
   stop?: AbortSignal | undefined;
+  /**
+   * While certificates are still being fetched, every this many ms (default 10 s) the cycle logs
+   * which ones it is waiting on and calls onWaiting: a hung source is visible long before its
+   * fetch_deadline ends it.
+   */
+  progressEveryMs?: number | undefined;
+  onWaiting?: ((p: CycleWaiting) => void) | undefined;
+}
+
+/** What a cycle still waits on (see CycleOptions.onWaiting). */
+export interface CycleWaiting {
+  done: number;
+  total: number;
+  /** The certificates being fetched now, longest first (at most 10 named). */
+  waiting: string[];
+  elapsedMs: number;
+}
+
+const DEFAULT_FETCH_DEADLINE = '30s';
+
+/**
+ * The longest one certificate's source step may take in a cycle: change checks, every fetch
+ * attempt (each SDK attempt is bounded by request_timeout) and the pauses between retries.
+ * `fetch_deadline` of the certificate, else the top-level one.
+ */
+export function fetchDeadline(rt: Pick<Runtime, 'loaded'>, cert: Pick<CertificateRuntime, 'config'>): { text: string; ms: number } {
+  const text = cert.config?.fetch_deadline ?? rt.loaded?.config?.fetch_deadline ?? DEFAULT_FETCH_DEADLINE;
+  return { text, ms: parseDuration(text) };
+}
+
+/** The longest fetch_deadline of `certs` (the prefetch step waits at most this long). */
+function longestDeadline(rt: Runtime, certs: readonly CertificateRuntime[]): number {
+  return Math.max(parseDuration(rt.loaded?.config?.fetch_deadline ?? DEFAULT_FETCH_DEADLINE), ...certs.map((c) => fetchDeadline(rt, c).ms));
+}
+
+/**
+ * The longest a cycle over `certs` can take when every wait runs to its limit: the prefetch,
+ * one fetch_deadline per round of `concurrency` workers, and each reload (test, reload, and
+ * both again to roll back) and verification. An upper bound for service managers, never a wait.
+ */
+export function cycleBoundMs(rt: Runtime, certs: readonly CertificateRuntime[], concurrency = 64): number {
+  const rounds = Math.max(1, Math.ceil(certs.length / concurrency));
+  const reloads = new Map<string, number>();
+  let verify = 0;
+  for (const c of certs) {
+    if (c.reload) reloads.set(reloadKey(c.reload), 4 * c.reload.timeoutMs);
+    if (c.verify) verify += 2 * c.verify.timeoutMs;
+  }
+  const reloading = [...reloads.values()].reduce((a, b) => a + b, 0);
+  return longestDeadline(rt, certs) * (rounds + 1) + reloading + verify + 15_000;
 }
 
 /** A certificate in flight through the cycle. */
@@ -135,13 +186,30 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
   const certs = await expandEntries(rt, entries, options, fetchSignal, work);
   const order = [...work.map((w) => w.cert), ...certs];
   // Batching sources read all their certificates in a few requests before the workers start.
-  await prefetchAll(certs, rt.log, fetchSignal);
+  const prefetchBound = new AbortController();
+  const prefetchTimer = setTimeout(() => prefetchBound.abort(new CertdError('E_SOURCE', 'fetch_deadline passed while prefetching')), longestDeadline(rt, certs));
+  await prefetchAll(certs, rt.log, AbortSignal.any([fetchSignal, prefetchBound.signal])).finally(() => clearTimeout(prefetchTimer));
   let done = 0;
-  await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
-    const w = await prepare(rt, cert, { dryRun, force: options.force === true }, signal, fetchSignal);
-    work.push(w);
-    options.onProgress?.(++done, certs.length, cert.name);
-  });
+  const inFlight = new Map<string, number>();
+  const every = options.progressEveryMs ?? 10_000;
+  const ticker = setInterval(() => {
+    const p: CycleWaiting = { done, total: certs.length, waiting: [...inFlight].sort((a, b) => a[1] - b[1]).slice(0, 10).map(([n]) => n), elapsedMs: Date.now() - t0 };
+    const more = inFlight.size > p.waiting.length ? ` and ${inFlight.size - p.waiting.length} more` : '';
+    rt.log.info({ step: 'cycle', done: p.done, total: p.total, waiting: p.waiting, elapsedMs: p.elapsedMs }, `cycle running for ${Math.round(p.elapsedMs / 1000)} s: ${p.done} of ${p.total} certificates done; waiting on ${p.waiting.join(', ')}${more}`);
+    options.onWaiting?.(p);
+  }, every);
+  ticker.unref();
+  try {
+    await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
+      inFlight.set(cert.name, Date.now());
+      const w = await prepare(rt, cert, { dryRun, force: options.force === true }, signal, fetchSignal);
+      inFlight.delete(cert.name);
+      work.push(w);
+      options.onProgress?.(++done, certs.length, cert.name);
+    });
+  } finally {
+    clearInterval(ticker);
+  }
   const position = new Map(order.map((c, i) => [c, i]));
   work.sort((a, b) => (position.get(a.cert) ?? 0) - (position.get(b.cert) ?? 0));
 
@@ -240,11 +308,19 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boole
   const log = rt.log.child({ cert: cert.name });
   const deployed = summary(state.lastGood);
   w.report.previousFingerprint = deployed?.fingerprint;
+  let expiryTimer: NodeJS.Timeout | undefined;
   try {
     // A target that no longer serves the last good deployment (a restarted NGINX Plus, files
     // deleted behind certd's back) gets it again even when the source has nothing new.
     const lost = deployed ? await lostTargets(cert.targets, deployed.fingerprint, fetchSignal) : [];
     if (lost.length > 0) log.warn({ step: 'check', targets: lost, fingerprint: deployed?.fingerprint }, 'a target no longer holds the deployed certificate; deploying again');
+    // From here the source step has fetch_deadline in all, whatever its retries and timeouts.
+    const deadline = fetchDeadline(rt, cert);
+    // A timer that holds the event loop (AbortSignal.timeout's does not): a wait that nothing
+    // else keeps alive must still end with this error rather than an exit mid-cycle.
+    const expiry = new AbortController();
+    expiryTimer = setTimeout(() => expiry.abort(new CertdError('E_SOURCE', `fetch_deadline ${deadline.text} passed`)), deadline.ms);
+    const sourceStep: SourceStep = { signal: AbortSignal.any([fetchSignal, expiry.signal]), expiry: expiry.signal, deadline: deadline.text };
     const changed = targetsChanged(cert, state.lastGood);
     if (changed) log.info({ step: 'check', targets: cert.targets.map((t) => t.description) }, `${changed} since the last deployment; deploying again`);
     const again = o.force ? 'forced (rotate --now --force)' : changed;
@@ -256,12 +332,12 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boole
       }
     }
     if (checksCurrent(cert.source) && deployed && !state.pending && lost.length === 0 && again === undefined) {
-      if (await isCurrentWithRetry(rt, cert, cert.source, deployed, fetchSignal)) {
+      if (await isCurrentWithRetry(rt, cert, cert.source, deployed, sourceStep)) {
         Object.assign(w.report, { result: 'unchanged', fingerprint: deployed.fingerprint, version: deployed.version, notAfter: deployed.notAfter, reason: 'the source still has the deployed version' });
         return w;
       }
     }
-    const material = await fetchWithRetry(rt, cert, deployed, fetchSignal);
+    const material = await fetchWithRetry(rt, cert, deployed, sourceStep);
     Object.assign(w.report, { fingerprint: material.fingerprint, version: material.version, notAfter: material.notAfter.toISOString(), origin: material.origin });
     const findings = policyFindings(material, cert, rt.clock.now());
     const rejects = findings.filter((f) => f.severity === 'reject');
@@ -303,6 +379,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boole
   } catch (err) {
     fail(rt, w, err);
   } finally {
+    clearTimeout(expiryTimer);
     w.report.durationMs = Date.now() - w.started;
   }
   return w;
@@ -355,27 +432,75 @@ async function lostTargets(targets: readonly Target[], fingerprint: string, sign
   return lost;
 }
 
-async function fetchWithRetry(rt: Runtime, cert: CertificateRuntime, deployed: DeployedSummary | undefined, signal: AbortSignal): Promise<Material> {
-  return withRetry(rt, cert, () => cert.source.fetch({ name: cert.name, deployed }, signal), signal);
+/** The signal a certificate's source calls get: the cycle's (stop) and its fetch_deadline. */
+interface SourceStep {
+  readonly signal: AbortSignal;
+  /** Aborts when fetch_deadline has passed. */
+  readonly expiry: AbortSignal;
+  readonly deadline: string;
+}
+
+async function fetchWithRetry(rt: Runtime, cert: CertificateRuntime, deployed: DeployedSummary | undefined, step: SourceStep): Promise<Material> {
+  return withRetry(rt, cert, () => cert.source.fetch({ name: cert.name, deployed }, step.signal), step);
 }
 
 /** `isCurrent` of a source, retried like a fetch. */
-async function isCurrentWithRetry(rt: Runtime, cert: CertificateRuntime, source: ChecksCurrent, deployed: DeployedSummary, signal: AbortSignal): Promise<boolean> {
-  return withRetry(rt, cert, () => source.isCurrent(deployed, signal), signal);
+async function isCurrentWithRetry(rt: Runtime, cert: CertificateRuntime, source: ChecksCurrent, deployed: DeployedSummary, step: SourceStep): Promise<boolean> {
+  return withRetry(rt, cert, () => source.isCurrent(deployed, step.signal), step);
 }
 
-async function withRetry<T>(rt: Runtime, cert: CertificateRuntime, call: () => Promise<T>, signal: AbortSignal): Promise<T> {
+/**
+ * `work`, or the signal's reason once it aborts: a source that does not honour its signal
+ * (a PKCS#11 call, a library without abort support) still cannot hold the cycle past its
+ * deadline. The abandoned promise's outcome is ignored.
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+async function withRetry<T>(rt: Runtime, cert: CertificateRuntime, call: () => Promise<T>, step: SourceStep): Promise<T> {
+  let last: unknown;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await call();
+      return await untilAborted(call(), step.signal);
     } catch (err) {
+      if (step.expiry.aborted) {
+        const before = last === undefined ? '' : `; the attempt before failed with: ${messageOf(last)}`;
+        throw new CertdError(
+          'E_SOURCE',
+          `fetching ${cert.name}: no answer within fetch_deadline ${step.deadline} (${attempt} attempt${attempt === 1 ? '' : 's'}${before}); the last good certificate stays; check the source's endpoint and network, or raise fetch_deadline`,
+          { cause: err },
+        );
+      }
+      last = err;
       const permanent = err instanceof CertdError && (err.permanent || err.code === 'E_PARSE' || err.code === 'E_CONFIG');
-      if (permanent || attempt >= rt.fetchAttempts || signal.aborted) {
+      if (permanent || attempt >= rt.fetchAttempts || step.signal.aborted) {
         throw err instanceof CertdError ? err : new CertdError('E_SOURCE', `fetching ${cert.name}: ${messageOf(err)}`, { cause: err });
       }
       const delay = Math.round(200 * 2 ** (attempt - 1) * (0.5 + Math.random()));
       rt.log.warn({ cert: cert.name, step: 'fetch', attempt, retryInMs: delay, err: messageOf(err) }, 'fetch failed; retrying');
-      await rt.clock.sleep(delay, signal);
+      try {
+        await rt.clock.sleep(delay, step.signal);
+      } catch (err) {
+        if (!step.expiry.aborted) throw err;
+      }
     }
   }
 }

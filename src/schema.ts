@@ -51,19 +51,23 @@ export function configErrorMap(iss: { code?: string; expected?: string; input?: 
 
 const DURATION_HINT = 'a duration string such as 30s, 15m, 24h or 7d';
 
-/** A duration string ("30s", "7d") checked at load time. */
-export const duration = (fallback: string) =>
+const durationString = () =>
   z
     .string({ error: (iss) => (iss.input === undefined || iss.input === null ? undefined : `expected ${DURATION_HINT}, got ${describeValue(iss.input, iss.path ?? [])}`) })
-    .default(fallback)
     .refine((v) => {
-    try {
-      parseDuration(v);
-      return true;
-    } catch {
-      return false;
-    }
-  }, `expected ${DURATION_HINT}`);
+      try {
+        parseDuration(v);
+        return true;
+      } catch {
+        return false;
+      }
+    }, `expected ${DURATION_HINT}`);
+
+/** A duration string ("30s", "7d") checked at load time. */
+export const duration = (fallback: string) => durationString().default(fallback);
+
+/** A duration string with no default (an override of a top-level setting). */
+export const optionalDuration = () => durationString().optional();
 
 /** Key types an issuer can generate for the leaf. */
 export const leafKeyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']).default('ec-p256');

@@ -31,6 +31,11 @@ export interface Notifier {
   watchdog(): void;
   /** STOPPING=1: a clean shutdown has begun. */
   stopping(status?: string): void;
+  /**
+   * EXTEND_TIMEOUT_USEC: the start-up (or stop) timeout is at least `ms` from now. systemd
+   * only ever lengthens the timeout with it, so sending a smaller value later does no harm.
+   */
+  extendTimeout(ms: number): void;
   /** RELOADING=1 with MONOTONIC_USEC (Type=notify-reload needs both); send ready() when done. */
   reloading(status?: string): void;
 }
@@ -86,6 +91,7 @@ export const disabledNotifier: Notifier = {
   status: noop,
   watchdog: noop,
   stopping: noop,
+  extendTimeout: noop,
   reloading: noop,
 };
 
@@ -151,6 +157,7 @@ export function createNotifier(env: NodeJS.ProcessEnv = process.env, options: No
     status: (text) => send([`STATUS=${oneLine(text)}`]),
     watchdog: () => send(['WATCHDOG=1']),
     stopping: (status) => send(withStatus('STOPPING=1', status)),
+    extendTimeout: (ms) => send([`EXTEND_TIMEOUT_USEC=${Math.max(1, Math.ceil(ms)) * 1000}`]),
     // CLOCK_MONOTONIC in µs; process.hrtime reads the same clock on Linux.
     reloading: (status) => send([...withStatus('RELOADING=1', status), `MONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`]),
   };
@@ -159,6 +166,8 @@ export function createNotifier(env: NodeJS.ProcessEnv = process.env, options: No
 /** What attachNotifier needs of the daemon (src/daemon.ts's Daemon has it). */
 export interface NotifyingDaemon {
   on(event: 'ready', listener: () => void): unknown;
+  on(event: 'cycle-start', listener: (info: { boundMs: number }) => void): unknown;
+  on(event: 'cycle-waiting', listener: (info: { elapsedMs: number }) => void): unknown;
   on(event: 'status', listener: (line: string) => void): unknown;
   on(event: 'reloaded', listener: () => void): unknown;
   on(event: 'stopping', listener: () => void): unknown;
@@ -167,8 +176,11 @@ export interface NotifyingDaemon {
 }
 
 /**
- * Wires a notifier to the daemon's events: READY=1 when the first cycle ended, STATUS= on each
- * summary line, RELOADING=1 then READY=1 after SIGHUP, STOPPING=1 on stop, and WATCHDOG=1 every
+ * Wires a notifier to the daemon's events: READY=1 when the first cycle ended (until then
+ * EXTEND_TIMEOUT_USEC when it starts, with the bound of that cycle computed from its
+ * fetch_deadline, reload and verify timeouts, and again with what is left of it each time the
+ * cycle reports what it waits on, so TimeoutStartSec= never kills a start-up that is still
+ * within its bounds), STATUS= on each summary and progress line, RELOADING=1 then READY=1 after SIGHUP, STOPPING=1 on stop, and WATCHDOG=1 every
  * watchdogIntervalMs while the phase is 'running', from a timer on the daemon's own event loop
  * (a blocked loop stops the pings, and systemd restarts the service). The timer is unref'd and
  * cleared on 'stopped'.
@@ -176,7 +188,19 @@ export interface NotifyingDaemon {
 export function attachNotifier(daemon: NotifyingDaemon, notifier: Notifier): void {
   if (!notifier.enabled) return;
   let timer: NodeJS.Timeout | undefined;
+  let ready = false;
+  let bound: { at: number; ms: number } | undefined;
+  daemon.on('cycle-start', (info) => {
+    if (ready) return;
+    bound = { at: Date.now(), ms: info.boundMs };
+    notifier.extendTimeout(info.boundMs);
+  });
+  daemon.on('cycle-waiting', () => {
+    if (ready || bound === undefined) return;
+    notifier.extendTimeout(Math.max(1000, bound.ms - (Date.now() - bound.at)));
+  });
   daemon.on('ready', () => {
+    ready = true;
     notifier.ready();
     const every = notifier.watchdogIntervalMs;
     if (every !== undefined && timer === undefined) {

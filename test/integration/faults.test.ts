@@ -461,6 +461,38 @@ ${body}`, `${file}.yaml`);
       assert.equal(liveCert(), next.fingerprint);
       live = next;
     });
+
+    it('an endpoint that accepts and never answers: `certd rotate --now` ends at fetch_deadline (not 4 SDK attempts x request_timeout x retries), names it, and the last good set stays', async () => {
+      const next = pki.leaf(`sm-${++n}`, { dns: [NAME] });
+      await put(next);
+      // request_timeout 2s: without a deadline 4 SDK attempts x 2 s x 3 fetches (plus pauses) is 24 s or more.
+      const slow = config('sm-deadline', `  - name: sm
+    fetch_deadline: 1500ms
+    source: { type: secrets-manager, secret_id: faults/web, region: ${peer.region}, endpoint: "${peer.url}", request_timeout: 2s }
+    targets: [ { type: tmpfs, dir: ${dir} } ]
+`);
+      const handle = peer.inject({ kind: 'hang', count: Infinity });
+      const t0 = performance.now();
+      let r;
+      try {
+        r = await runCertd(['rotate', '--now', '--config', slow, '--json'], { timeoutMs: 60_000 });
+      } finally {
+        handle.remove();
+      }
+      const ms = performance.now() - t0;
+      assert.equal(r.code, 1, r.stderr);
+      const row = (JSON.parse(r.stdout) as CycleReport).certificates[0];
+      assert.equal(row?.error?.code, 'E_SOURCE');
+      assert.match(row?.error?.message ?? '', /^fetching sm: no answer within fetch_deadline 1500ms/);
+      assert.equal(row?.fingerprint, live.fingerprint, 'the row shows the certificate still served');
+      assert.match(r.stderr, /fetch_deadline 1500ms/, 'the log says it too');
+      assert.ok(handle.fired >= 1, 'the fault never fired');
+      assert.ok(ms < 12_000, `certd rotate took ${ms.toFixed(0)} ms with a 1500ms fetch_deadline`);
+      assert.equal(liveCert(), live.fingerprint);
+      const ok = await cycle(path);
+      assert.equal(ok.report.certificates[0]?.result, 'deployed', JSON.stringify(ok.report.certificates[0]?.error));
+      live = next;
+    });
   });
 
   describe('the daemon through a failing cycle', () => {

@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { attachNotifier, createNotifier, notifySocketAddress, watchdogIntervalMs } from '../../src/sd-notify.js';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
+import { startAwsPeer } from '../peers/aws-peer.js';
+import { awsEnv } from './aws-fixtures.js';
 
 interface DgramSocket {
   on(event: 'message', listener: (buf: Buffer) => void): void;
@@ -216,6 +218,63 @@ certificates:
     }
   });
 
+  it("a first cycle waiting on a hung AWS endpoint: EXTEND_TIMEOUT_USEC with the cycle's bound before READY=1, STATUS names what it waits on, READY=1 once fetch_deadline ends the wait", async () => {
+    const path = join(dir, 'hung.sock');
+    const listener = listen(path);
+    const shm = mkdtempSync('/dev/shm/certd-notify-hung-');
+    const peer = await startAwsPeer();
+    const saved: Record<string, string | undefined> = {};
+    for (const [k, v] of Object.entries(awsEnv(peer))) {
+      saved[k] = process.env[k];
+      process.env[k] = v;
+    }
+    const fault = peer.inject({ kind: 'hang', count: Infinity });
+    try {
+      const config = join(shm, 'config.yaml');
+      writeFileSync(config, `state_dir: ${join(shm, 'state')}
+fips_runtime: off
+fetch_deadline: 1500ms
+certificates:
+  - name: fast
+    source: { type: local-ca, dns_names: [fast.example.test] }
+    targets: [{ type: tmpfs, dir: ${join(shm, 'fast')} }]
+  - name: hung
+    source: { type: secrets-manager, secret_id: never/answers, region: ${peer.region}, endpoint: "${peer.url}", request_timeout: 10s }
+    targets: [{ type: tmpfs, dir: ${join(shm, 'hung')} }]
+`);
+      const env = { NOTIFY_SOCKET: path };
+      const log = createLogger({ level: 'silent' });
+      const daemon = new Daemon({ configPath: config, log, env, metricsListen: false, controlSocket: false, progressEveryMs: 200 });
+      attachNotifier(daemon, createNotifier(env, { log }));
+      const t0 = Date.now();
+      await daemon.start();
+      const ms = Date.now() - t0;
+      const phase = daemon.status().phase;
+      await daemon.stop();
+      const got = listener.messages;
+      const ready = got.indexOf('READY=1');
+      assert.ok(ready > 0, JSON.stringify(got));
+      const extensions = got.map((m, i) => [m, i] as const).filter(([m]) => m.startsWith('EXTEND_TIMEOUT_USEC='));
+      assert.ok(extensions.length >= 2, `the cycle start and at least one progress tick extend the timeout: ${JSON.stringify(got)}`);
+      assert.ok(extensions.every(([, i]) => i < ready), 'no EXTEND_TIMEOUT_USEC after READY=1');
+      const first = Number(extensions[0]![0].split('=')[1]);
+      assert.ok(first >= 2 * 1_500_000, `the first extension covers the fetch_deadline rounds: ${first} µs`);
+      assert.ok(got.some((m) => /^STATUS=.*waiting on hung/.test(m)), `a STATUS line names the hung certificate: ${JSON.stringify(got)}`);
+      assert.ok(fault.fired >= 1, 'the endpoint was asked');
+      assert.ok(ms < first / 1000, `start-up took ${ms} ms, within the bound certd announced (${first / 1000} ms)`);
+      assert.equal(phase, 'running');
+    } finally {
+      fault.remove();
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await peer.close();
+      listener.close();
+      rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
   describe('abstract namespace', () => {
     it('maps "@name" to a leading NUL byte', () => {
       assert.deepEqual(notifySocketAddress('@certd/notify'), { path: '\0certd/notify', abstract: true });
@@ -305,6 +364,8 @@ certificates:
       const ready = listener.messages.findIndex((m) => /^READY=1/m.test(m));
       const stopping = listener.messages.findIndex((m) => /^STOPPING=1/m.test(m));
       assert.ok(ready < stopping);
+      const extend = listener.messages.findIndex((m) => /^EXTEND_TIMEOUT_USEC=\d+$/m.test(m));
+      assert.ok(extend >= 0 && extend < ready, `EXTEND_TIMEOUT_USEC before READY=1: ${JSON.stringify(listener.messages)}`);
     } finally {
       child.kill('SIGKILL');
       listener.close();

@@ -172,3 +172,48 @@ certificates:
     await rt.close();
   });
 });
+
+describe('fetch_deadline: a source that never answers', () => {
+  let pki: TestPki;
+  before(() => {
+    pki = new TestPki(join(root, 'pki-deadline'));
+    pki.publish(pki.leaf('ok', { dns: ['ok.test'] }), join(root, 'src-ok'));
+  });
+
+  const cfg = (dir: string) => `state_dir: ${root}/${dir}
+policy: { trust_anchors: ${root}/pki-deadline/root.pem }
+fetch_deadline: 5s
+certificates:
+  - name: ok
+    source: { type: file, cert: src-ok/cert.pem, key: src-ok/key.pem, chain: src-ok/chain.pem }
+    targets: [{ type: tmpfs, dir: ${root}/${dir}-out/ok }]
+  - name: hung
+    fetch_deadline: 300ms
+    source: { type: file, cert: src-ok/cert.pem, key: src-ok/key.pem, chain: src-ok/chain.pem }
+    targets: [{ type: tmpfs, dir: ${root}/${dir}-out/hung }]
+`;
+
+  it('ends that certificate with E_SOURCE naming fetch_deadline, even when the source ignores its signal; the others deploy, and the cycle says what it waits on', async () => {
+    const base = await buildRuntime(loaded(cfg('state-deadline')), { log: silentLogger });
+    let calls = 0;
+    // Never settles and never looks at the signal: only the deadline can end the wait.
+    const hung = { fetch: () => (calls++, new Promise<never>(() => undefined)) };
+    const rt = { ...base, certificates: base.certificates.map((c) => (c.name === 'hung' ? { ...c, source: hung } : c)) };
+    const waiting: string[][] = [];
+    const report = await runCycle(rt, { progressEveryMs: 50, onWaiting: (p) => waiting.push(p.waiting) });
+    assert.deepEqual(report.certificates.map((c) => [c.name, c.result]), [['ok', 'deployed'], ['hung', 'failed']]);
+    const error = report.certificates[1]?.error;
+    assert.equal(error?.code, 'E_SOURCE');
+    assert.match(error?.message ?? '', /^fetching hung: no answer within fetch_deadline 300ms \(1 attempt\)/, 'the certificate\'s own fetch_deadline, not the top-level 5s');
+    assert.equal(calls, 1, 'no retry once the deadline has passed');
+    assert.ok(waiting.some((w) => w.includes('hung')), `the cycle named what it waits on: ${JSON.stringify(waiting)}`);
+    assert.ok(waiting.every((w) => !w.includes('ok') || waiting.indexOf(w) === 0), 'a finished certificate is not named as waiting');
+    assert.equal(existsSync(join(root, 'state-deadline-out/hung')), false, 'nothing written for it');
+    await base.close();
+  });
+
+  it('a wrong-typed fetch_deadline is a config error naming the type', () => {
+    assert.throws(() => parseConfigText('fetch_deadline: 30\n'), /fetch_deadline.*expected a duration string.*got number 30/s);
+    assert.throws(() => parseConfigText('fetch_deadline: soon\n'), /fetch_deadline.*expected a duration string/s);
+  });
+});
