@@ -251,7 +251,10 @@ async function expandEntries(rt: Runtime, entries: readonly CertificateRuntime[]
       continue;
     }
     try {
-      const members = await c.expand(signal);
+      const deadline = fetchDeadline(rt, c);
+      const expiry = new AbortController();
+      const timer = setTimeout(() => expiry.abort(new CertdError('E_SOURCE', `discovering certificates of ${c.name}: no answer within fetch_deadline ${deadline.text}; the certificates deployed before stay`)), deadline.ms);
+      const members = await untilAborted(c.expand(AbortSignal.any([signal, expiry.signal])), AbortSignal.any([signal, expiry.signal])).finally(() => clearTimeout(timer));
       out.push(...members.filter((m) => (options.only === undefined || options.only === c.name || m.name === options.only) && (options.include?.(m.name) ?? true)));
     } catch (err) {
       const state = await rt.state.get(c.name).catch(() => ({ name: c.name }) as CertState);
