@@ -1,0 +1,155 @@
+// use_fips_endpoint end to end, with no endpoint configured: the SDK resolves the AWS host name
+// itself (`secretsmanager-fips.us-east-1.amazonaws.com`), a preload (test/helpers/aws-dns.ts)
+// makes every *.amazonaws.com name resolve to 127.0.0.1 and every other name fail, and the AWS
+// peer answers over TLS on 127.0.0.1:443 with a certificate for those names from a test CA
+// (NODE_EXTRA_CA_CERTS). The peer records the Host header and SNI name of each request it
+// authenticated (SigV4), so the test sees which endpoint the SDK really called.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { runCertd, shmDir } from '../helpers/cli.js';
+import { TestPki, type Issued } from '../helpers/pki.js';
+import { startAwsPeer, type AwsPeer } from '../peers/aws-peer.js';
+import { awsEnv, createSecret, createSymmetricKey, kmsEncrypt, secretJson } from './aws-fixtures.js';
+
+const REGION = 'us-east-1';
+const SM_FIPS = `secretsmanager-fips.${REGION}.amazonaws.com`;
+const SM = `secretsmanager.${REGION}.amazonaws.com`;
+const KMS_FIPS = `kms-fips.${REGION}.amazonaws.com`;
+const CONTEXT = { app: 'web', env: 'fips' };
+const DNS_PRELOAD = fileURLToPath(new URL('../helpers/aws-dns.js', import.meta.url));
+
+interface StatusJson {
+  certificates: { name: string; fingerprint: string | null; endpoints: { service: string; host: string; kind: string }[] }[];
+}
+
+describe('AWS FIPS endpoints (use_fips_endpoint) through the endpoint the SDK resolves', () => {
+  const scratch = shmDir('fipsep');
+  const dir = scratch.dir;
+  let pki: TestPki;
+  let peer: AwsPeer;
+  let web: Issued;
+  let kmsLeaf: Issued;
+
+  before(async () => {
+    if (process.getuid?.() !== 0) throw new Error('this test listens on 127.0.0.1:443: run it as root');
+    pki = new TestPki(join(dir, 'pki'));
+    const endpoint = pki.leaf('aws-endpoints', { dns: [SM_FIPS, SM, KMS_FIPS, `kms.${REGION}.amazonaws.com`] });
+    peer = await startAwsPeer({ region: REGION, tls: { key: readFileSync(endpoint.keyPath, 'utf8'), cert: endpoint.certPem + pki.intermediate.certPem, port: 443 } });
+    web = pki.leaf('web', { dns: ['web.fips.certd.test'] });
+    kmsLeaf = pki.leaf('kmskey', { dns: ['kms.fips.certd.test'] });
+    await createSecret(peer, 'prod/web', secretJson(pki, web));
+    const keyId = await createSymmetricKey(peer);
+    await createSecret(peer, 'prod/kms', secretJson(pki, kmsLeaf, await kmsEncrypt(peer, keyId, readFileSync(kmsLeaf.keyPath), CONTEXT)));
+  });
+  after(async () => {
+    await peer?.close();
+    scratch.cleanup();
+  });
+
+  /** A certd child that reaches AWS only through the preload's DNS and trusts the test CA. */
+  const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
+    ...awsEnv(peer),
+    AWS_ENDPOINT_URL: undefined,
+    AWS_ENDPOINT_URL_SECRETS_MANAGER: undefined,
+    AWS_ENDPOINT_URL_KMS: undefined,
+    AWS_USE_FIPS_ENDPOINT: undefined,
+    AWS_MAX_ATTEMPTS: '1',
+    NODE_EXTRA_CA_CERTS: pki.root.certPath,
+    NODE_OPTIONS: `--import=${DNS_PRELOAD}`,
+    ...extra,
+  });
+
+  const config = (name: string, top: Record<string, unknown>, certificates: Record<string, unknown>[]): string => {
+    const path = join(dir, `${name}.yaml`);
+    writeFileSync(path, stringify({ state_dir: join(dir, name, 'state'), policy: { trust_anchors: pki.root.certPath }, ...top, certificates }));
+    return path;
+  };
+  const webEntry = (name: string, dirName: string, source: Record<string, unknown> = {}) => ({
+    name,
+    source: { type: 'secrets-manager', secret_id: 'prod/web', region: REGION, ...source },
+    targets: [{ type: 'tmpfs', dir: join(dir, dirName, 'deploy', name) }],
+  });
+
+  async function rotate(cfg: string, e: NodeJS.ProcessEnv) {
+    peer.resetCalls();
+    const r = await runCertd(['rotate', '--now', '--config', cfg, '--json'], { env: e });
+    assert.equal(r.code, 0, `rotate failed:\n${r.stdout}\n${r.stderr}`);
+    const report = JSON.parse(r.stdout) as { certificates: { name: string; result: string }[] };
+    assert.ok(report.certificates.every((c) => c.result === 'deployed'), r.stdout);
+    assert.deepEqual(peer.rejected, {}, 'every request carried a valid SigV4 signature');
+    assert.deepEqual(peer.internalErrors, []);
+    return r;
+  }
+
+  async function status(cfg: string, e: NodeJS.ProcessEnv): Promise<{ json: StatusJson; text: string }> {
+    const j = await runCertd(['status', '--config', cfg, '--json'], { env: e });
+    assert.equal(j.code, 0, j.stderr);
+    const t = await runCertd(['status', '--config', cfg], { env: e });
+    assert.equal(t.code, 0, t.stderr);
+    return { json: JSON.parse(j.stdout) as StatusJson, text: t.stdout };
+  }
+
+  it('use_fips_endpoint: true calls the -fips hosts (Secrets Manager and, inherited, KMS), and status and report name them', async () => {
+    const e = env();
+    const cfg = config('config-key', { use_fips_endpoint: true }, [
+      webEntry('web', 'config-key'),
+      { ...webEntry('kmskey', 'config-key', { secret_id: 'prod/kms', key_encryption: { kms: { encryption_context: CONTEXT } } }) },
+    ]);
+    await rotate(cfg, e);
+    assert.ok(peer.seenHosts.some((h) => h.op.startsWith('secretsmanager.')), JSON.stringify(peer.seenHosts));
+    for (const h of peer.seenHosts) {
+      const want = h.op.startsWith('TrentService.') ? KMS_FIPS : SM_FIPS;
+      assert.deepEqual({ host: h.host, servername: h.servername }, { host: want, servername: want }, h.op);
+    }
+    assert.ok(peer.seenHosts.some((h) => h.op === 'TrentService.Decrypt'));
+    assert.equal(readFileSync(join(dir, 'config-key', 'deploy', 'web', 'cert.pem'), 'utf8'), web.certPem);
+    assert.equal(readFileSync(join(dir, 'config-key', 'deploy', 'kmskey', 'cert.pem'), 'utf8'), kmsLeaf.certPem);
+
+    const st = await status(cfg, e);
+    const byName = new Map(st.json.certificates.map((c) => [c.name, c]));
+    assert.deepEqual(byName.get('web')?.endpoints, [{ service: 'secrets-manager', host: SM_FIPS, kind: 'fips' }]);
+    assert.deepEqual(byName.get('kmskey')?.endpoints, [{ service: 'kms', host: KMS_FIPS, kind: 'fips' }, { service: 'secrets-manager', host: SM_FIPS, kind: 'fips' }]);
+    assert.match(st.text, new RegExp(`^web: AWS endpoints ${SM_FIPS.replaceAll('.', '\\.')} \\(secrets-manager, FIPS endpoint\\)`, 'm'));
+
+    const rep = await runCertd(['report', '--config', cfg, '--format', 'json'], { env: e, timeoutMs: 120_000 });
+    assert.equal(rep.code, 0, rep.stderr);
+    const report = JSON.parse(rep.stdout) as { summary: { controls: { control: string; evidence: string[]; issues: string[] }[] }; certificates: { name: string; awsEndpoints: { used: unknown[] } | null }[] };
+    const sc13 = report.summary.controls.find((c) => c.control === 'SC-13');
+    assert.ok(sc13?.evidence.some((l) => l.startsWith('web: AWS endpoints called (SC-13, SC-8)') && l.includes(`${SM_FIPS} (secrets-manager, FIPS endpoint)`)), JSON.stringify(sc13));
+    assert.ok(sc13?.evidence.some((l) => l.startsWith('kmskey: AWS endpoints called') && l.includes(`${KMS_FIPS} (kms, FIPS endpoint)`)), JSON.stringify(sc13));
+    const md = await runCertd(['report', '--config', cfg, '--format', 'md'], { env: e, timeoutMs: 120_000 });
+    assert.equal(md.code, 0, md.stderr);
+    assert.match(md.stdout, new RegExp(`\\| AWS endpoints \\| ${SM_FIPS.replaceAll('.', '\\.')} \\(secrets-manager, FIPS endpoint\\)`));
+  });
+
+  it('AWS_USE_FIPS_ENDPOINT=true alone calls the -fips host', async () => {
+    const e = env({ AWS_USE_FIPS_ENDPOINT: 'true' });
+    const cfg = config('env', {}, [webEntry('web', 'env')]);
+    await rotate(cfg, e);
+    assert.deepEqual([...new Set(peer.seenHosts.map((h) => `${h.host} ${h.servername}`))], [`${SM_FIPS} ${SM_FIPS}`]);
+    assert.deepEqual((await status(cfg, e)).json.certificates[0]?.endpoints, [{ service: 'secrets-manager', host: SM_FIPS, kind: 'fips' }]);
+  });
+
+  it('a source\'s use_fips_endpoint: false overrides the top-level key and AWS_USE_FIPS_ENDPOINT: the ordinary host, reported as not FIPS', async () => {
+    const e = env({ AWS_USE_FIPS_ENDPOINT: 'true' });
+    const cfg = config('off', { use_fips_endpoint: true }, [webEntry('web', 'off', { use_fips_endpoint: false })]);
+    await rotate(cfg, e);
+    assert.deepEqual([...new Set(peer.seenHosts.map((h) => `${h.host} ${h.servername}`))], [`${SM} ${SM}`]);
+    const st = await status(cfg, e);
+    assert.deepEqual(st.json.certificates[0]?.endpoints, [{ service: 'secrets-manager', host: SM, kind: 'standard' }]);
+    assert.match(st.text, /\(secrets-manager, not a FIPS endpoint\)/);
+  });
+
+  it('an explicit endpoint is used as given (custom), with a warning that it must itself be a FIPS endpoint', async () => {
+    const e = env();
+    const cfg = config('custom', { use_fips_endpoint: true }, [webEntry('web', 'custom', { endpoint: `https://${SM_FIPS}` })]);
+    const r = await rotate(cfg, e);
+    assert.match(r.stderr, /endpoint https:\/\/secretsmanager-fips\.us-east-1\.amazonaws\.com is used as given \(a custom endpoint\); use_fips_endpoint does not apply to it, so it must itself be a FIPS endpoint/);
+    assert.deepEqual(peer.seenHosts.map((h) => h.host), [SM_FIPS]);
+    assert.deepEqual((await status(cfg, e)).json.certificates[0]?.endpoints, [{ service: 'secrets-manager', host: SM_FIPS, kind: 'custom' }]);
+  });
+});
