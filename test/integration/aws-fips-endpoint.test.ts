@@ -4,9 +4,16 @@
 // peer answers over TLS on 127.0.0.1:443 with a certificate for those names from a test CA
 // (NODE_EXTRA_CA_CERTS). The peer records the Host header and SNI name of each request it
 // authenticated (SigV4), so the test sees which endpoint the SDK really called.
+//
+// Cross-check: Debian's awscli (botocore) with AWS_USE_FIPS_ENDPOINT=true and no --endpoint-url
+// resolves the same -fips name. Python cannot take the DNS preload, so it reaches the peer the way
+// a proxied host reaches AWS: HTTPS_PROXY names a CONNECT proxy on loopback that tunnels
+// *.amazonaws.com:443 to the peer (the TLS session, SNI and certificate check stay end to end).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
@@ -21,6 +28,44 @@ const SM = `secretsmanager.${REGION}.amazonaws.com`;
 const KMS_FIPS = `kms-fips.${REGION}.amazonaws.com`;
 const CONTEXT = { app: 'web', env: 'fips' };
 const DNS_PRELOAD = fileURLToPath(new URL('../helpers/aws-dns.js', import.meta.url));
+
+const AWS_CLI = '/usr/bin/aws';
+
+/** A CONNECT proxy on 127.0.0.1 that tunnels only `<name>.amazonaws.com:443` to 127.0.0.1:443 and records each target. */
+async function startConnectProxy(): Promise<{ url: string; targets: string[]; close(): Promise<void> }> {
+  const targets: string[] = [];
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.once('data', (head: Buffer) => {
+      const m = /^CONNECT ([A-Za-z0-9.-]+):(\d+) HTTP\/1\.[01]\r\n/.exec(head.toString('latin1'));
+      if (!m || !/\.amazonaws\.com$/i.test(m[1]!) || m[2] !== '443') {
+        client.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      targets.push(`${m[1]}:${m[2]}`);
+      const upstream = connect(443, '127.0.0.1', () => {
+        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        upstream.pipe(client);
+        client.pipe(upstream);
+      });
+      sockets.add(upstream);
+      upstream.on('close', () => sockets.delete(upstream));
+      upstream.on('error', () => client.destroy());
+      client.on('error', () => upstream.destroy());
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    targets,
+    close: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      for (const s of sockets) s.destroy();
+    }),
+  };
+}
 
 interface StatusJson {
   certificates: { name: string; fingerprint: string | null; endpoints: { service: string; host: string; kind: string }[] }[];
@@ -151,5 +196,44 @@ describe('AWS FIPS endpoints (use_fips_endpoint) through the endpoint the SDK re
     assert.match(r.stderr, /endpoint https:\/\/secretsmanager-fips\.us-east-1\.amazonaws\.com is used as given \(a custom endpoint\); use_fips_endpoint does not apply to it, so it must itself be a FIPS endpoint/);
     assert.deepEqual(peer.seenHosts.map((h) => h.host), [SM_FIPS]);
     assert.deepEqual((await status(cfg, e)).json.certificates[0]?.endpoints, [{ service: 'secrets-manager', host: SM_FIPS, kind: 'custom' }]);
+  });
+
+  it('cross-check: awscli with AWS_USE_FIPS_ENDPOINT=true and no --endpoint-url calls the same -fips host (and the ordinary one without it)', async () => {
+    const proxy = await startConnectProxy();
+    try {
+      const run = (fips: string): Promise<{ code: number; stdout: string; stderr: string }> =>
+        new Promise((resolve) => {
+          execFile(AWS_CLI, ['secretsmanager', 'get-secret-value', '--secret-id', 'prod/web', '--region', REGION, '--output', 'json'], {
+            env: {
+              PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+              HOME: dir,
+              LANG: 'C.UTF-8',
+              ...awsEnv(peer),
+              AWS_PAGER: '',
+              AWS_MAX_ATTEMPTS: '1',
+              AWS_USE_FIPS_ENDPOINT: fips,
+              AWS_CA_BUNDLE: pki.root.certPath,
+              HTTPS_PROXY: proxy.url,
+              https_proxy: proxy.url,
+            },
+            timeout: 60_000,
+          }, (err, stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }));
+        });
+      peer.resetCalls();
+      const fips = await run('true');
+      assert.equal(fips.code, 0, `${AWS_CLI} failed (it is Debian's awscli: apt-get install awscli): ${fips.stderr}`);
+      assert.equal((JSON.parse(fips.stdout) as { SecretString?: string }).SecretString, secretJson(pki, web));
+      assert.deepEqual(proxy.targets, [`${SM_FIPS}:443`]);
+      assert.deepEqual(peer.seenHosts.map((h) => [h.op, h.host, h.servername]), [['secretsmanager.GetSecretValue', SM_FIPS, SM_FIPS]]);
+      assert.deepEqual(peer.rejected, {}, 'botocore\'s SigV4 for the -fips host verifies');
+
+      peer.resetCalls();
+      const plain = await run('false');
+      assert.equal(plain.code, 0, plain.stderr);
+      assert.deepEqual(proxy.targets, [`${SM_FIPS}:443`, `${SM}:443`]);
+      assert.deepEqual(peer.seenHosts.map((h) => h.host), [SM]);
+    } finally {
+      await proxy.close();
+    }
   });
 });
