@@ -25,6 +25,7 @@ import type { ProviderDeps } from './contracts.js';
 import { parseDuration } from './duration.js';
 import { type EndpointKind, recordEndpoint } from './endpoints.js';
 import { CertdError, messageOf } from './errors.js';
+import { requiresFips } from './fips.js';
 
 export type AwsService = 'secrets-manager' | 'ssm' | 'kms' | 'acm';
 
@@ -64,7 +65,7 @@ export function awsSettings(config: { readonly use_fips_endpoint?: boolean | und
   return {
     useFipsEndpoint: config.use_fips_endpoint,
     envUseFipsEndpoint: raw === undefined ? undefined : raw === 'true',
-    fipsRequired: config.fips_runtime === 'require' || config.fips_runtime === 'require-host',
+    fipsRequired: requiresFips(config.fips_runtime),
   };
 }
 
@@ -308,6 +309,10 @@ export function awsError(err: unknown, ctx: AwsRequestContext): CertdError {
   }
   if (name === 'CredentialsProviderError' || /could not load credentials/i.test(detail)) {
     return make(`no AWS credentials found (environment, shared files, container credentials, IMDS): ${detail || name}`, false);
+  }
+  const noFipsHost = /ENOTFOUND (\S*-fips\.\S+)/.exec(detail);
+  if (noFipsHost) {
+    return make(`${noFipsHost[1]} does not resolve: AWS offers FIPS endpoints only in some regions (US, Canada, GovCloud); check the region, or set use_fips_endpoint: false or an endpoint for this source`, false);
   }
   const tries = attempts && attempts > 1 ? ` after ${attempts} attempts` : '';
   if (isThrottling(err)) return make(`throttled by AWS${tries} (${name})`, false);

@@ -19,7 +19,7 @@ import type { LoadedConfig } from './config.js';
 import { describesDeployment } from './contracts.js';
 import { describeEndpoint, type EndpointUse } from './endpoints.js';
 import { CertdError, messageOf } from './errors.js';
-import { MISSING_KERNEL, probeFips, systemProbeDeps, type FipsReport } from './fips.js';
+import { MISSING_KERNEL, probeFips, requiresFips, systemProbeDeps, type FipsReport } from './fips.js';
 import type { Logger } from './log.js';
 import { checkPolicy } from './policy/check.js';
 import { parseBundle } from './policy/pem.js';
@@ -430,9 +430,8 @@ function awsEndpointEvidence(c: ControlBuilder, s: CertificateSection, loaded: L
   const e = s.awsEndpoints;
   if (!e || e.used.length === 0) return;
   c.held('SC-13', `${s.name}: AWS endpoints called (SC-13, SC-8), cycle of ${e.at}: ${e.used.map(describeEndpoint).join(', ')}`);
-  const required = loaded.config.fips_runtime === 'require' || loaded.config.fips_runtime === 'require-host';
   for (const u of e.used) {
-    if (required && u.kind === 'standard') c.flag('SC-13', 'attention', `${s.name}: ${u.host} (${u.service}) is not a FIPS endpoint although fips_runtime is ${loaded.config.fips_runtime}: set use_fips_endpoint: true`);
+    if (requiresFips(loaded.config.fips_runtime) && u.kind === 'standard') c.flag('SC-13', 'attention', `${s.name}: ${u.host} (${u.service}) is not a FIPS endpoint although fips_runtime is ${loaded.config.fips_runtime}: set use_fips_endpoint: true`);
   }
 }
 

@@ -113,6 +113,15 @@ describe('FIPS endpoints: use_fips_endpoint', () => {
     await assert.rejects(buildRuntime(loaded, { log: silentLogger, env: { AWS_USE_FIPS_ENDPOINT: '1' } }), /config inline\.yaml: use_fips_endpoint: AWS_USE_FIPS_ENDPOINT: expected "true" or "false", got "1"/);
   });
 
+  it('a -fips host that does not resolve (a region without FIPS endpoints) says what to change', async () => {
+    const { awsError } = await import('../../src/aws.js');
+    const dnsError = Object.assign(new Error('getaddrinfo ENOTFOUND secretsmanager-fips.eu-west-1.amazonaws.com'), { code: 'ENOTFOUND' });
+    const e = awsError(dnsError, { doing: 'fetching web from secrets-manager:prod/web', source: 'secrets-manager', operation: 'GetSecretValue', actions: [], resource: 'prod/web' });
+    assert.equal(e.code, 'E_SOURCE');
+    assert.equal(e.permanent, false);
+    assert.match(e.message, /^fetching web from secrets-manager:prod\/web: secretsmanager-fips\.eu-west-1\.amazonaws\.com does not resolve: AWS offers FIPS endpoints only in some regions .*set use_fips_endpoint: false or an endpoint for this source$/);
+  });
+
   it('with fips_runtime require and nothing else set, the SDK client resolves the -fips host and certd records it as FIPS', async () => {
     const { awsClient, awsSettings, sdk } = await import('../../src/aws.js');
     const { endpointsOf, withEndpointLog } = await import('../../src/endpoints.js');
