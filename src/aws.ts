@@ -128,6 +128,7 @@ interface SharedClient {
   close(): Promise<void>;
 }
 
+/** The SDK client's options for `loc` with the FIPS endpoint choice made (see endpointChoice). */
 export function clientOptions(loc: AwsLocation, choice: Pick<EndpointChoice, 'useFipsEndpoint'>): Record<string, unknown> {
   const requestTimeout = parseDuration(loc.request_timeout ?? '10s');
   return {
@@ -309,6 +310,10 @@ export function awsError(err: unknown, ctx: AwsRequestContext): CertdError {
   }
   if (name === 'CredentialsProviderError' || /could not load credentials/i.test(detail)) {
     return make(`no AWS credentials found (environment, shared files, container credentials, IMDS): ${detail || name}`, false);
+  }
+  if (/FIPS and custom endpoint are not supported/i.test(detail)) {
+    // Only an endpoint certd does not see can get here: endpoint_url in the shared config file.
+    return new CertdError('E_CONFIG', `${ctx.doing}: the SDK has a custom endpoint (endpoint_url in the AWS config file?) and FIPS endpoints were asked for: give the endpoint in certd's config, or set use_fips_endpoint: false`, { cause: err, permanent: true });
   }
   const noFipsHost = /ENOTFOUND (\S*-fips\.\S+)/.exec(detail);
   if (noFipsHost) {

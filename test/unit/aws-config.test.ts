@@ -113,12 +113,16 @@ describe('FIPS endpoints: use_fips_endpoint', () => {
     await assert.rejects(buildRuntime(loaded, { log: silentLogger, env: { AWS_USE_FIPS_ENDPOINT: '1' } }), /config inline\.yaml: use_fips_endpoint: AWS_USE_FIPS_ENDPOINT: expected "true" or "false", got "1"/);
   });
 
-  it('a -fips host that does not resolve (a region without FIPS endpoints) says what to change', async () => {
+  it('a -fips host that does not resolve (a region without FIPS endpoints), and FIPS with the config file\'s endpoint_url, say what to change', async () => {
     const { awsError } = await import('../../src/aws.js');
     const dnsError = Object.assign(new Error('getaddrinfo ENOTFOUND secretsmanager-fips.eu-west-1.amazonaws.com'), { code: 'ENOTFOUND' });
     const e = awsError(dnsError, { doing: 'fetching web from secrets-manager:prod/web', source: 'secrets-manager', operation: 'GetSecretValue', actions: [], resource: 'prod/web' });
     assert.equal(e.code, 'E_SOURCE');
     assert.equal(e.permanent, false);
+    // The SDK's refusal, when the AWS config file's endpoint_url (which certd does not read) meets FIPS.
+    const both = awsError(Object.assign(new Error('Invalid Configuration: FIPS and custom endpoint are not supported'), { name: 'EndpointError' }), { doing: 'fetching web', source: 'secrets-manager', operation: 'GetSecretValue', actions: [], resource: 'prod/web' });
+    assert.deepEqual([both.code, both.permanent], ['E_CONFIG', true]);
+    assert.match(both.message, /^fetching web: the SDK has a custom endpoint \(endpoint_url in the AWS config file\?\) and FIPS endpoints were asked for/);
     assert.match(e.message, /^fetching web from secrets-manager:prod\/web: secretsmanager-fips\.eu-west-1\.amazonaws\.com does not resolve: AWS offers FIPS endpoints only in some regions .*set use_fips_endpoint: false or an endpoint for this source$/);
   });
 
