@@ -20,12 +20,13 @@ import { stringify } from 'yaml';
 import { runCertd, shmDir } from '../helpers/cli.js';
 import { TestPki, type Issued } from '../helpers/pki.js';
 import { startAwsPeer, type AwsPeer } from '../peers/aws-peer.js';
-import { awsEnv, createSecret, createSymmetricKey, kmsEncrypt, secretJson } from './aws-fixtures.js';
+import { awsEnv, createSecret, createSymmetricKey, kmsEncrypt, putParameterSet, secretJson } from './aws-fixtures.js';
 
 const REGION = 'us-east-1';
 const SM_FIPS = `secretsmanager-fips.${REGION}.amazonaws.com`;
 const SM = `secretsmanager.${REGION}.amazonaws.com`;
 const KMS_FIPS = `kms-fips.${REGION}.amazonaws.com`;
+const SSM_FIPS = `ssm-fips.${REGION}.amazonaws.com`;
 const CONTEXT = { app: 'web', env: 'fips' };
 const DNS_PRELOAD = fileURLToPath(new URL('../helpers/aws-dns.js', import.meta.url));
 
@@ -78,14 +79,17 @@ describe('AWS FIPS endpoints (use_fips_endpoint) through the endpoint the SDK re
   let peer: AwsPeer;
   let web: Issued;
   let kmsLeaf: Issued;
+  let fleetLeaf: Issued;
 
   before(async () => {
     if (process.getuid?.() !== 0) throw new Error('this test listens on 127.0.0.1:443: run it as root');
     pki = new TestPki(join(dir, 'pki'));
-    const endpoint = pki.leaf('aws-endpoints', { dns: [SM_FIPS, SM, KMS_FIPS, `kms.${REGION}.amazonaws.com`] });
+    const endpoint = pki.leaf('aws-endpoints', { dns: [SM_FIPS, SM, KMS_FIPS, SSM_FIPS] });
     peer = await startAwsPeer({ region: REGION, tls: { key: readFileSync(endpoint.keyPath, 'utf8'), cert: endpoint.certPem + pki.intermediate.certPem, port: 443 } });
     web = pki.leaf('web', { dns: ['web.fips.certd.test'] });
     kmsLeaf = pki.leaf('kmskey', { dns: ['kms.fips.certd.test'] });
+    fleetLeaf = pki.leaf('fleet-a', { dns: ['a.fleet.fips.certd.test'] });
+    await putParameterSet(peer, '/tls/a', pki, fleetLeaf);
     await createSecret(peer, 'prod/web', secretJson(pki, web));
     const keyId = await createSymmetricKey(peer);
     await createSecret(peer, 'prod/kms', secretJson(pki, kmsLeaf, await kmsEncrypt(peer, keyId, readFileSync(kmsLeaf.keyPath), CONTEXT)));
@@ -138,26 +142,31 @@ describe('AWS FIPS endpoints (use_fips_endpoint) through the endpoint the SDK re
     return { json: JSON.parse(j.stdout) as StatusJson, text: t.stdout };
   }
 
-  it('use_fips_endpoint: true calls the -fips hosts (Secrets Manager and, inherited, KMS), and status and report name them', async () => {
+  it('use_fips_endpoint: true calls the -fips hosts (Secrets Manager, SSM discovery and, inherited, KMS), and status and report name them', async () => {
     const e = env();
     const cfg = config('config-key', { use_fips_endpoint: true }, [
       webEntry('web', 'config-key'),
       { ...webEntry('kmskey', 'config-key', { secret_id: 'prod/kms', key_encryption: { kms: { encryption_context: CONTEXT } } }) },
+      { name: 'fleet', source: { type: 'ssm', path: '/tls', region: REGION }, targets: [{ type: 'tmpfs', dir: join(dir, 'config-key', 'deploy', 'fleet-{name}') }] },
     ]);
     await rotate(cfg, e);
     assert.ok(peer.seenHosts.some((h) => h.op.startsWith('secretsmanager.')), JSON.stringify(peer.seenHosts));
+    assert.ok(peer.seenHosts.some((h) => h.op.startsWith('AmazonSSM.')), JSON.stringify(peer.seenHosts));
     for (const h of peer.seenHosts) {
-      const want = h.op.startsWith('TrentService.') ? KMS_FIPS : SM_FIPS;
+      const want = h.op.startsWith('TrentService.') ? KMS_FIPS : h.op.startsWith('AmazonSSM.') ? SSM_FIPS : SM_FIPS;
       assert.deepEqual({ host: h.host, servername: h.servername }, { host: want, servername: want }, h.op);
     }
     assert.ok(peer.seenHosts.some((h) => h.op === 'TrentService.Decrypt'));
     assert.equal(readFileSync(join(dir, 'config-key', 'deploy', 'web', 'cert.pem'), 'utf8'), web.certPem);
     assert.equal(readFileSync(join(dir, 'config-key', 'deploy', 'kmskey', 'cert.pem'), 'utf8'), kmsLeaf.certPem);
+    assert.equal(readFileSync(join(dir, 'config-key', 'deploy', 'fleet-a', 'cert.pem'), 'utf8'), fleetLeaf.certPem);
 
     const st = await status(cfg, e);
     const byName = new Map(st.json.certificates.map((c) => [c.name, c]));
     assert.deepEqual(byName.get('web')?.endpoints, [{ service: 'secrets-manager', host: SM_FIPS, kind: 'fips' }]);
     assert.deepEqual(byName.get('kmskey')?.endpoints, [{ service: 'kms', host: KMS_FIPS, kind: 'fips' }, { service: 'secrets-manager', host: SM_FIPS, kind: 'fips' }]);
+    // A discovered member is credited with the discovery's requests.
+    assert.deepEqual(byName.get('fleet-a')?.endpoints, [{ service: 'ssm', host: SSM_FIPS, kind: 'fips' }]);
     assert.match(st.text, new RegExp(`^web: AWS endpoints ${SM_FIPS.replaceAll('.', '\\.')} \\(secrets-manager, FIPS endpoint\\)`, 'm'));
 
     const rep = await runCertd(['report', '--config', cfg, '--format', 'json'], { env: e, timeoutMs: 120_000 });
