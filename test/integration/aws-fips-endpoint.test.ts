@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { runCertd, shmDir } from '../helpers/cli.js';
+import { FIPS_RUN } from '../helpers/fixture-env.js';
 import { TestPki, type Issued } from '../helpers/pki.js';
 import { startAwsPeer, type AwsPeer } from '../peers/aws-peer.js';
 import { awsEnv, createSecret, createSymmetricKey, kmsEncrypt, putParameterSet, secretJson } from './aws-fixtures.js';
@@ -108,7 +109,8 @@ describe('AWS FIPS endpoints (use_fips_endpoint) through the endpoint the SDK re
     AWS_USE_FIPS_ENDPOINT: undefined,
     AWS_MAX_ATTEMPTS: '1',
     NODE_EXTRA_CA_CERTS: pki.root.certPath,
-    NODE_OPTIONS: `--import=${DNS_PRELOAD}`,
+    // Kept: the FIPS-mode pass runs every process with --enable-fips.
+    NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --import=${DNS_PRELOAD}`.trim(),
     ...extra,
   });
 
@@ -178,6 +180,14 @@ describe('AWS FIPS endpoints (use_fips_endpoint) through the endpoint the SDK re
     const md = await runCertd(['report', '--config', cfg, '--format', 'md'], { env: e, timeoutMs: 120_000 });
     assert.equal(md.code, 0, md.stderr);
     assert.match(md.stdout, new RegExp(`\\| AWS endpoints \\| ${SM_FIPS.replaceAll('.', '\\.')} \\(secrets-manager, FIPS endpoint\\)`));
+  });
+
+  it('in the FIPS-mode pass: fips_runtime: require alone (no use_fips_endpoint, no AWS_USE_FIPS_ENDPOINT) calls the -fips host', { skip: !FIPS_RUN && 'needs the FIPS provider (CERTD_TEST_FIPS=1); the precedence is unit-tested in aws-config' }, async () => {
+    const e = env();
+    const cfg = config('runtime', { fips_runtime: 'require' }, [webEntry('web', 'runtime')]);
+    await rotate(cfg, e);
+    assert.deepEqual([...new Set(peer.seenHosts.map((h) => `${h.host} ${h.servername}`))], [`${SM_FIPS} ${SM_FIPS}`]);
+    assert.deepEqual((await status(cfg, e)).json.certificates[0]?.endpoints, [{ service: 'secrets-manager', host: SM_FIPS, kind: 'fips' }]);
   });
 
   it('AWS_USE_FIPS_ENDPOINT=true alone calls the -fips host', async () => {
