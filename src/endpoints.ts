@@ -46,6 +46,16 @@ export function addEndpoint(log: EndpointLog, use: EndpointUse): void {
   log.set(`${use.service} ${use.host} ${use.kind}`, use);
 }
 
+/** Adds the endpoints of `called` (a request made for many certificates) to the log of each of `names`. */
+export function creditEndpoints(logs: Map<string, EndpointLog>, names: readonly string[], called: EndpointLog): void {
+  if (called.size === 0) return;
+  for (const name of names) {
+    const log = logs.get(name) ?? new Map();
+    for (const use of called.values()) addEndpoint(log, use);
+    logs.set(name, log);
+  }
+}
+
 /** The endpoints of `log`, in a stable order (service, then host). */
 export function endpointsOf(log: EndpointLog): EndpointUse[] {
   return [...log.values()].sort((a, b) => a.service.localeCompare(b.service) || a.host.localeCompare(b.host) || a.kind.localeCompare(b.kind));

@@ -4,7 +4,7 @@
  * batcher is handed all of its certificates at once (see Prefetching in contracts.ts).
  */
 import { type FetchRef, isPrefetching, type Prefetcher, type Source } from './contracts.js';
-import { addEndpoint, type EndpointLog, withEndpointLog } from './endpoints.js';
+import { creditEndpoints, type EndpointLog, withEndpointLog } from './endpoints.js';
 import { messageOf } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -31,14 +31,4 @@ export async function prefetchAll(certs: readonly { name: string; source: Source
       if (endpoints) creditEndpoints(endpoints, refs.map((r) => r.name), called);
     }),
   );
-}
-
-/** Adds the endpoints of `called` to the log of each of `names` in `logs`. */
-export function creditEndpoints(logs: Map<string, EndpointLog>, names: readonly string[], called: EndpointLog): void {
-  if (called.size === 0) return;
-  for (const name of names) {
-    const log = logs.get(name) ?? new Map();
-    for (const use of called.values()) addEndpoint(log, use);
-    logs.set(name, log);
-  }
 }

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { type ChecksCurrent, checksCurrent, checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
-import { type EndpointLog, endpointsOf, withEndpointLog } from './endpoints.js';
+import { creditEndpoints, type EndpointLog, endpointsOf, withEndpointLog } from './endpoints.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
 import { checkPolicy, VALIDITY_SKEW_MS } from './policy/check.js';
@@ -15,7 +15,7 @@ import { describeReload, reloadKey, type ReloadSpec, runReload, runTest } from '
 import type { CertificateRuntime, Runtime } from './runtime.js';
 import type { CertState, CycleOutcome, LastGood, RefusedMaterial } from './state.js';
 import { waitForServed } from './verify.js';
-import { creditEndpoints, prefetchAll } from './prefetch.js';
+import { prefetchAll } from './prefetch.js';
 import { parseDuration } from './duration.js';
 
 export interface CertificateReport {
