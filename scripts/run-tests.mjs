@@ -32,7 +32,8 @@ const FIPS_SUBSET = [
   'unit/policy.test.js', 'unit/x509.test.js', 'unit/pem.test.js', 'unit/rotate.test.js',
   'integration/fips-provider.test.js', 'integration/aws-sources.test.js', 'integration/keyval.test.js',
   'integration/apisix.test.js', 'integration/rotate-nginx.test.js',
-  'integration/report.test.js', 'integration/verify.test.js', 'integration/pkcs11', 'unit/fips-preflight', 'zz-',
+  'integration/report.test.js', 'integration/verify.test.js', 'integration/pkcs11', 'integration/aws-fips-endpoint.test.js',
+  'unit/fips-preflight', 'zz-',
 ];
 const fipsEnv = {};
 if (fipsMode) {
