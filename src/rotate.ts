@@ -166,29 +166,25 @@ async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => 
 
 /**
  * The lanes of one cycle: per key, at most `limit` holders; the others wait in arrival order.
- * A waiter whose signal aborts (certd stopping) leaves the queue with that reason.
+ * When `signal` aborts (certd stopping), every waiter leaves with its reason: one listener for
+ * the whole cycle, however many certificates wait.
  */
 class Lanes {
-  private readonly lanes = new Map<string, { held: number; queue: (() => void)[] }>();
+  private readonly lanes = new Map<string, { held: number; queue: { go: () => void; stop: (err: unknown) => void }[] }>();
 
-  async acquire(lane: SourceLane, signal: AbortSignal): Promise<() => void> {
+  constructor(private readonly signal: AbortSignal) {
+    signal.addEventListener('abort', () => {
+      for (const l of this.lanes.values()) for (const w of l.queue.splice(0)) w.stop(signal.reason);
+    }, { once: true });
+  }
+
+  async acquire(lane: SourceLane): Promise<() => void> {
     let l = this.lanes.get(lane.key);
     if (!l) this.lanes.set(lane.key, (l = { held: 0, queue: [] }));
     const entry = l;
     if (entry.held >= Math.max(1, lane.limit)) {
-      signal.throwIfAborted();
-      await new Promise<void>((resolve, reject) => {
-        const turn = (): void => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        };
-        const onAbort = (): void => {
-          entry.queue.splice(entry.queue.indexOf(turn), 1);
-          reject(signal.reason as Error);
-        };
-        entry.queue.push(turn);
-        signal.addEventListener('abort', onAbort, { once: true });
-      });
+      this.signal.throwIfAborted();
+      await new Promise<void>((go, stop) => entry.queue.push({ go, stop }));
     }
     entry.held++;
     let released = false;
@@ -196,7 +192,7 @@ class Lanes {
       if (released) return;
       released = true;
       entry.held--;
-      entry.queue.shift()?.();
+      entry.queue.shift()?.go();
     };
   }
 }
@@ -250,7 +246,7 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
     options.onWaiting?.(p);
   }, every);
   ticker.unref();
-  const lanes = new Lanes();
+  const lanes = new Lanes(fetchSignal);
   try {
     await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
       inFlight.set(cert.name, Date.now());
@@ -379,7 +375,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boole
     if (lost.length > 0) log.warn({ step: 'check', targets: lost, fingerprint: deployed?.fingerprint }, 'a target no longer holds the deployed certificate; deploying again');
     // A source sharing a quota with others waits for its turn first: that wait is not the
     // endpoint's, so the deadline starts after it.
-    if (cert.source.lane && o.lanes) leaveLane = await o.lanes.acquire(cert.source.lane, fetchSignal);
+    if (cert.source.lane && o.lanes) leaveLane = await o.lanes.acquire(cert.source.lane);
     // From here the source step has fetch_deadline in all, whatever its retries and timeouts.
     const deadline = fetchDeadline(rt, cert);
     // A timer that holds the event loop (AbortSignal.timeout's does not): a wait that nothing
