@@ -307,7 +307,7 @@ ${names.map((n) => `  - name: ${n}
     const started = Date.now();
     const report = await runCycle(rt, { stop: stop.signal });
     assert.ok(Date.now() - started < 5_000, `the cycle ended soon after the stop, not at fetch_deadline (${Date.now() - started} ms)`);
-    assert.deepEqual(called, ['w0'], 'only the lane\'s holder reached its source');
+    assert.equal(called.length, 1, `only the lane's holder reached its source: ${called.join(', ')}`);
     assert.deepEqual(report.certificates.map((c) => c.result), ['failed', 'failed', 'failed', 'failed']);
     await base.close();
   });
