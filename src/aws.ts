@@ -17,7 +17,7 @@ import type { ProviderDeps } from './contracts.js';
 import { parseDuration } from './duration.js';
 import { CertdError, messageOf } from './errors.js';
 
-export type AwsService = 'secrets-manager' | 'ssm' | 'kms' | 'acm';
+export type AwsService = 'secrets-manager' | 'ssm' | 'kms' | 'acm' | 'acm-pca';
 
 export interface AwsLocation {
   readonly region?: string | undefined;
@@ -52,7 +52,14 @@ function clientOptions(loc: AwsLocation): Record<string, unknown> {
   };
 }
 
+/** ACM Private CA on the wire (no SDK client of the same generation as the others: see aws-json-client.ts). */
+export const ACM_PCA_SPEC = { targetPrefix: 'ACMPrivateCA', signingName: 'acm-pca', endpointPrefix: 'acm-pca', envName: 'ACM_PCA' } as const;
+
 async function makeClient(service: AwsService, loc: AwsLocation): Promise<AwsClient> {
+  if (service === 'acm-pca') {
+    const m = await import('./aws-json-client.js');
+    return new m.AwsJsonClient(ACM_PCA_SPEC, loc);
+  }
   const options = clientOptions(loc);
   switch (service) {
     case 'secrets-manager': {
@@ -174,7 +181,16 @@ export function awsError(err: unknown, ctx: AwsRequestContext): CertdError {
   if (name === 'DecryptionFailure') {
     return make(`Secrets Manager could not decrypt ${ctx.resource} with its KMS key: the role needs kms:Decrypt on that key`, true);
   }
-  if (name === 'ValidationException' || name === 'InvalidParameterException' || name === 'InvalidRequestException') {
+  if (name === 'MalformedCSRException') {
+    return make(`AWS Private CA refused the certificate signing request (MalformedCSRException)${detail ? `: ${detail}` : ''}`, true);
+  }
+  if (name === 'InvalidStateException') {
+    return make(`the private CA cannot do this in its current state (InvalidStateException; it must be ACTIVE)${detail ? `: ${detail}` : ''}`, true);
+  }
+  if (name === 'RequestFailedException') {
+    return make(`AWS Private CA could not issue the certificate (RequestFailedException)${detail ? `: ${detail}` : ''}`, false);
+  }
+  if (name === 'ValidationException' || name === 'InvalidParameterException' || name === 'InvalidRequestException' || name === 'InvalidArgsException' || name === 'InvalidArnException') {
     return make(`the request was refused as invalid (${name})${detail ? `: ${detail}` : ''}`, true);
   }
   if (/region is missing/i.test(detail)) {
