@@ -17,6 +17,7 @@
  *   and connection errors; after a throttle the client spaces its requests out (a send rate
  *   that halves on every throttle and recovers on success), since many certificates share one
  *   account's quota.
+ * - At most MAX_IN_FLIGHT requests of one client at once; the others queue.
  * - `request_timeout` bounds one attempt; the abort signal ends the whole call at once.
  * - A response body over 1 MiB is refused without being read further.
  */
@@ -45,6 +46,8 @@ export interface JsonCommand {
 }
 
 export const MAX_RESPONSE_BYTES = 1 << 20;
+/** Requests of one client in flight at once (as Secrets Manager's batches): a fleet's cycle does not burst the account's quota. */
+export const MAX_IN_FLIGHT = 4;
 const BASE_DELAY_MS = 100;
 const THROTTLE_BASE_DELAY_MS = 500;
 const MAX_DELAY_MS = 20_000;
@@ -138,6 +141,43 @@ class SendPacer {
   }
 }
 
+/** A counting semaphore whose waiters leave when their signal aborts. */
+class Slots {
+  #free: number;
+  readonly #waiters: (() => void)[] = [];
+
+  constructor(n: number) {
+    this.#free = n;
+  }
+
+  acquire(signal: AbortSignal): Promise<void> {
+    if (this.#free > 0) {
+      this.#free -= 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const wake = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = (): void => {
+        const i = this.#waiters.indexOf(wake);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(signal.reason);
+      };
+      if (signal.aborted) return reject(signal.reason);
+      this.#waiters.push(wake);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  release(): void {
+    const next = this.#waiters.shift();
+    if (next) next();
+    else this.#free += 1;
+  }
+}
+
 function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
@@ -171,6 +211,8 @@ export interface AwsJsonClientOptions {
   readonly maxAttempts?: number;
   /** Backoff sleeps; real timers by default, as the SDK's. */
   readonly sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** The signing time (certd's clock); the system clock by default. */
+  readonly now?: () => Date;
 }
 
 export class AwsJsonClient implements AwsClient {
@@ -181,7 +223,9 @@ export class AwsJsonClient implements AwsClient {
   readonly #maxAttempts: number;
   readonly #sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   readonly #pacer = new SendPacer();
+  readonly #slots = new Slots(MAX_IN_FLIGHT);
   readonly #credentials: AwsJsonClientOptions['credentials'] | undefined;
+  readonly #now: () => Date;
   #signer: Promise<{ signer: SignatureV4; url: URL }> | undefined;
   #agent: import('undici').Agent | undefined;
 
@@ -193,6 +237,7 @@ export class AwsJsonClient implements AwsClient {
     this.#maxAttempts = opts.maxAttempts ?? (Number(this.#env['AWS_MAX_ATTEMPTS']) || AWS_MAX_ATTEMPTS);
     this.#sleep = opts.sleep ?? abortableSleep;
     this.#credentials = opts.credentials;
+    this.#now = opts.now ?? (() => new Date());
   }
 
   /** The URL requests go to (resolved on first use). */
@@ -219,8 +264,16 @@ export class AwsJsonClient implements AwsClient {
   }
 
   async send(command: unknown, options: { abortSignal?: AbortSignal } = {}): Promise<unknown> {
-    const { operation, input } = command as JsonCommand;
     const signal = options.abortSignal ?? new AbortController().signal;
+    await this.#slots.acquire(signal);
+    try {
+      return await this.#send(command as JsonCommand, signal);
+    } finally {
+      this.#slots.release();
+    }
+  }
+
+  async #send({ operation, input }: JsonCommand, signal: AbortSignal): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
       signal.throwIfAborted();
       try {
@@ -261,7 +314,7 @@ export class AwsJsonClient implements AwsClient {
         'content-length': String(Buffer.byteLength(body)),
       },
       body,
-    });
+    }, { signingDate: this.#now() });
     const { request, Agent } = await import('undici');
     this.#agent ??= new Agent({ connectTimeout: Math.min(this.#timeoutMs, 5_000) });
     const attemptSignal = AbortSignal.any([signal, AbortSignal.timeout(this.#timeoutMs)]);

@@ -55,10 +55,11 @@ function clientOptions(loc: AwsLocation): Record<string, unknown> {
 /** ACM Private CA on the wire (no SDK client of the same generation as the others: see aws-json-client.ts). */
 export const ACM_PCA_SPEC = { targetPrefix: 'ACMPrivateCA', signingName: 'acm-pca', endpointPrefix: 'acm-pca', envName: 'ACM_PCA' } as const;
 
-async function makeClient(service: AwsService, loc: AwsLocation): Promise<AwsClient> {
+async function makeClient(service: AwsService, loc: AwsLocation, deps: ProviderDeps): Promise<AwsClient> {
   if (service === 'acm-pca') {
     const m = await import('./aws-json-client.js');
-    return new m.AwsJsonClient(ACM_PCA_SPEC, loc);
+    // Signed at certd's clock, so that a test's fake clock and the peer's agree.
+    return new m.AwsJsonClient(ACM_PCA_SPEC, loc, { now: () => deps.clock.now() });
   }
   const options = clientOptions(loc);
   switch (service) {
@@ -89,7 +90,7 @@ export function clientKey(service: AwsService, loc: AwsLocation): string {
 /** The shared SDK client for `service` at `loc`, created on first use. */
 export async function awsClient(deps: ProviderDeps, service: AwsService, loc: AwsLocation): Promise<AwsClient> {
   const shared = deps.shared<Promise<SharedClient>>(clientKey(service, loc), () =>
-    makeClient(service, loc).then((client) => ({ client, close: async () => client.destroy() })),
+    makeClient(service, loc, deps).then((client) => ({ client, close: async () => client.destroy() })),
   );
   return (await shared).client;
 }
