@@ -88,7 +88,7 @@ export const leafKeyType = z
   .enum(LEAF_KEY_TYPES, { error: (iss) => (iss.input === undefined ? undefined : refusedKeyType(iss.input)) })
   .default('ec-p256');
 
-/** Keys common to every issuer (local-ca, pkcs11-ca, kms-ca). */
+/** Keys common to every issuer (local-ca, pkcs11-ca, kms-ca, aws-private-ca). */
 export const issuerFields = {
   dns_names: z.array(z.string().min(1)).min(1, 'an issuer needs at least one DNS name'),
   subject: z.string().optional(),
