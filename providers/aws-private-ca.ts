@@ -49,14 +49,19 @@ export function refusedSigningAlgorithm(value: unknown): string {
   return choices;
 }
 
-const schema = z.strictObject({
-  type: z.literal('aws-private-ca'),
-  ca_arn: z.string().regex(CA_ARN, 'expected an AWS Private CA ARN such as arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/<id>'),
-  template_arn: z.string().regex(TEMPLATE_ARN, 'expected a template ARN such as arn:aws:acm-pca:::template/EndEntityCertificate/V1').optional(),
-  signing_algorithm: z.enum(PCA_SIGNING_ALGORITHMS, { error: (iss) => (iss.input === undefined ? 'required: the algorithm of the CA\'s key (SHA256WITHECDSA for an EC CA, SHA256WITHRSA for an RSA CA)' : refusedSigningAlgorithm(iss.input)) }),
-  ...awsFields,
-  ...issuerFields,
-});
+const schema = z
+  .strictObject({
+    type: z.literal('aws-private-ca'),
+    ca_arn: z.string().regex(CA_ARN, 'expected an AWS Private CA ARN such as arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/<id>'),
+    template_arn: z.string().regex(TEMPLATE_ARN, 'expected a template ARN such as arn:aws:acm-pca:::template/EndEntityCertificate/V1').optional(),
+    signing_algorithm: z.enum(PCA_SIGNING_ALGORITHMS, { error: (iss) => (iss.input === undefined ? 'required: the algorithm of the CA\'s key (SHA256WITHECDSA for an EC CA, SHA256WITHRSA for an RSA CA)' : refusedSigningAlgorithm(iss.input)) }),
+    ...awsFields,
+    ...issuerFields,
+  })
+  .refine((c) => c.region === undefined || CA_ARN.exec(c.ca_arn)?.[2] === c.region, {
+    path: ['region'],
+    message: 'the CA is in the region of its ca_arn: leave region out, or give that one',
+  });
 
 /** How long one fetch waits for GetCertificate to stop answering RequestInProgressException. */
 export const ISSUE_WAIT_MS = 60_000;

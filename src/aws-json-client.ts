@@ -329,10 +329,11 @@ export class AwsJsonClient implements AwsClient {
       headersTimeout: this.#timeoutMs,
       bodyTimeout: this.#timeoutMs,
     }).catch((err: unknown) => {
-      if (attemptSignal.aborted && !signal.aborted) throw Object.assign(new Error(`no answer within ${this.#timeoutMs} ms`), { name: 'TimeoutError' });
-      throw err;
+      throw this.#timedOut(err, attemptSignal, signal);
     });
-    const text = await readBounded(res.body, signal);
+    const text = await readBounded(res.body, signal).catch((err: unknown) => {
+      throw this.#timedOut(err, attemptSignal, signal);
+    });
     if (res.statusCode >= 200 && res.statusCode < 300) {
       try {
         return text.length === 0 ? {} : JSON.parse(text);
@@ -341,6 +342,12 @@ export class AwsJsonClient implements AwsClient {
       }
     }
     throw parseError(text, res.headers['x-amzn-errortype'], res.statusCode);
+  }
+
+  /** An attempt ended by request_timeout (not by the caller) reads as the SDK's TimeoutError. */
+  #timedOut(err: unknown, attemptSignal: AbortSignal, signal: AbortSignal): unknown {
+    if (attemptSignal.aborted && !signal.aborted) return Object.assign(new Error(`no answer within ${this.#timeoutMs} ms`), { name: 'TimeoutError' });
+    return err;
   }
 
   destroy(): void {

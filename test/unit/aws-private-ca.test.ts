@@ -214,6 +214,10 @@ describe('aws-private-ca config', () => {
     assert.match(messages({ template_arn: 'EndEntityCertificate/V1' })[0] ?? '', /^template_arn: expected a template ARN/);
     assert.ok(!leafKeyType.safeParse('rsa-1024').success);
   });
+  it('region, when given, is the one in ca_arn', () => {
+    assert.deepEqual(messages({ region: 'eu-west-1' }), []);
+    assert.deepEqual(messages({ region: 'us-east-1' }), ['region: the CA is in the region of its ca_arn: leave region out, or give that one']);
+  });
   it('asks for whole days as DAYS and anything else as an ABSOLUTE end; EC leaves get a CSR-passthrough template', () => {
     const now = new Date('2026-01-01T00:00:00Z');
     assert.deepEqual(validityOf(7 * 86_400_000, now), { Type: 'DAYS', Value: 7 });
