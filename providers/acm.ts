@@ -17,7 +17,7 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { createPrivateKey, getFips, randomBytes, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
-import { type AwsLocation, awsClient, awsSend, sdk } from '../src/aws.js';
+import { type AwsLocation, awsClient, awsLocation, awsSend, sdk } from '../src/aws.js';
 import type { ChecksCurrent, DeployedSummary, Source, SourceFactory } from '../src/contracts.js';
 import { CertdError } from '../src/errors.js';
 import { Material } from '../src/material.js';
@@ -130,7 +130,7 @@ export const acmSource = {
   type: 'acm',
   schema,
   create(config, deps, cert): Source {
-    const loc: AwsLocation = { region: config.region, endpoint: config.endpoint, request_timeout: config.request_timeout };
+    const loc = awsLocation(config);
     const arn = config.certificate_arn;
     const origin = `acm:${arn}`;
     const doing = `fetching ${cert.name} from ${origin}`;

@@ -22,7 +22,7 @@
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
-import { type AwsLocation, awsClient, awsSend } from '../src/aws.js';
+import { type AwsLocation, awsClient, awsLocation, awsSend } from '../src/aws.js';
 import type { Issuer, SourceFactory } from '../src/contracts.js';
 import { buildCsr, csrPem } from '../src/csr.js';
 import { parseDuration } from '../src/duration.js';
@@ -101,7 +101,7 @@ export const awsPrivateCaSource = {
     const ttlMs = parseDuration(config.ttl);
     const [, partition = 'aws', arnRegion] = CA_ARN.exec(config.ca_arn) ?? [];
     // The CA's region is in its ARN; a request to another region would not find it.
-    const loc: AwsLocation = { region: config.region ?? arnRegion, endpoint: config.endpoint, request_timeout: config.request_timeout };
+    const loc: AwsLocation = { ...awsLocation(config), region: config.region ?? arnRegion };
     const caArn = config.ca_arn;
     const templateArn = config.template_arn ?? defaultTemplate(partition, config.key);
     const origin = `aws-private-ca:${caArn}`;

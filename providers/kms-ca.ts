@@ -10,7 +10,7 @@
  */
 import { createPublicKey, verify, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
-import { type AwsLocation, awsClient, awsSend, sdk } from '../src/aws.js';
+import { type AwsLocation, awsClient, awsLocation, awsSend, sdk } from '../src/aws.js';
 import type { Issuer, ProviderDeps, SourceFactory } from '../src/contracts.js';
 import { parseDuration } from '../src/duration.js';
 import { CertdError } from '../src/errors.js';
@@ -122,7 +122,7 @@ export const kmsCaSource = {
   schema,
   create(config, deps, cert): Issuer {
     const ttlMs = parseDuration(config.ttl);
-    const loc: AwsLocation = { region: config.region, endpoint: config.endpoint, request_timeout: config.request_timeout };
+    const loc = awsLocation(config);
     const caPath = deps.resolvePath(config.ca_cert);
     const description = `kms-ca:${config.key_id}`;
     return {

@@ -9,7 +9,7 @@
  * refused at config load: it marks a version a rotation has not finished testing.
  */
 import { z } from 'zod';
-import { type AwsClient, type AwsLocation, awsClient, awsError, awsSend, clientKey, sdk } from '../src/aws.js';
+import { type AwsClient, type AwsLocation, awsClient, awsLocation, awsError, awsSend, clientKey, sdk } from '../src/aws.js';
 import type { FetchRef, Prefetcher, ProviderDeps, Source, SourceFactory } from '../src/contracts.js';
 import { CertdError, messageOf } from '../src/errors.js';
 import { decryptPrivateKey, splitEncryptedKey } from '../src/kms.js';
@@ -140,7 +140,7 @@ export const secretsManagerSource = {
   type: 'secrets-manager',
   schema,
   create(config, deps, cert): Source {
-    const loc: AwsLocation = { region: config.region, endpoint: config.endpoint, request_timeout: config.request_timeout };
+    const loc = awsLocation(config);
     const origin = `secrets-manager:${config.secret_id}`;
     const doing = `fetching ${cert.name} from ${origin}`;
     const ctx = {

@@ -25,7 +25,7 @@
  * The version is the parameters' Version numbers: "cert:3,key:2,chain:1".
  */
 import { z } from 'zod';
-import { type AwsClient, type AwsLocation, awsClient, awsSend, clientKey, isAccessDenied, sdk } from '../src/aws.js';
+import { type AwsClient, type AwsLocation, awsClient, awsLocation, awsSend, clientKey, isAccessDenied, sdk } from '../src/aws.js';
 import type { Discovering, FetchRef, Prefetcher, ProviderDeps, Source, SourceFactory } from '../src/contracts.js';
 import { CertdError, messageOf } from '../src/errors.js';
 import { decryptPrivateKey } from '../src/kms.js';
@@ -453,7 +453,7 @@ export const ssmSource = {
   type: 'ssm',
   schema,
   create(config, deps, cert): Source {
-    const loc: AwsLocation = { region: config.region, endpoint: config.endpoint, request_timeout: config.request_timeout };
+    const loc = awsLocation(config);
     return config.path === undefined ? parametersSource(config, deps, cert.name, loc) : pathSource(config, deps, cert.name, loc);
   },
 } satisfies SourceFactory<typeof schema>;

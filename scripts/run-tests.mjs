@@ -2,7 +2,7 @@
 // Runs the compiled tests with Node's own test runner.
 //   node scripts/run-tests.mjs [unit|integration|all] [--long] [file-filter ...]
 // Node 20 takes no globs after --test, so the file list is built here.
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
@@ -32,15 +32,18 @@ const FIPS_SUBSET = [
   'unit/policy.test.js', 'unit/x509.test.js', 'unit/pem.test.js', 'unit/rotate.test.js',
   'integration/fips-provider.test.js', 'integration/aws-sources.test.js', 'integration/aws-pca.test.js', 'integration/keyval.test.js',
   'integration/apisix.test.js', 'integration/rotate-nginx.test.js',
-  'integration/report.test.js', 'zz-',
+  'integration/report.test.js', 'integration/verify.test.js', 'integration/pkcs11', 'integration/aws-fips-endpoint.test.js',
+  'unit/fips-preflight', 'zz-',
 ];
 const fipsEnv = {};
 if (fipsMode) {
-  const dir = resolve(process.env.CERTD_FIPS_DIR || '.cache/ossl-fips');
+  let dir = resolve(process.env.CERTD_FIPS_DIR || '.cache/ossl-fips');
   if (!existsSync(join(dir, 'fips.so')) || !existsSync(join(dir, 'openssl.cnf'))) {
     console.error(`CERTD_TEST_FIPS=1: no FIPS provider in ${dir}: run scripts/fips-provider.sh first`);
     process.exit(2);
   }
+  // The real path: openssl.cnf names fipsmodule.cnf by it (.cache may be a link).
+  dir = realpathSync(dir);
   fipsEnv.OPENSSL_CONF = join(dir, 'openssl.cnf');
   fipsEnv.OPENSSL_MODULES = dir;
   fipsEnv.CERTD_FIPS_DIR = dir;

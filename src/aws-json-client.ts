@@ -10,7 +10,9 @@
  *   (the part of `__type` after `#`), `message` and `$metadata: { httpStatusCode, attempts }`.
  * - Endpoint: `endpoint` of the config, else AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL
  *   (both skipped with AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true), else
- *   `https://<prefix>.<region>.amazonaws.com`, or `<prefix>-fips` with AWS_USE_FIPS_ENDPOINT=true.
+ *   `https://<prefix>.<region>.amazonaws.com`, or `<prefix>-fips` when `useFipsEndpoint` (which
+ *   aws.ts decides for every AWS client alike: use_fips_endpoint, AWS_USE_FIPS_ENDPOINT,
+ *   fips_runtime). `onRequest` hears the host of every attempt (the endpoint log of status/report).
  * - Region: `region` of the config, else AWS_REGION, else AWS_DEFAULT_REGION.
  * - Retries as the SDK's adaptive mode: AWS_MAX_ATTEMPTS attempts, exponential backoff with full
  *   jitter (base 100 ms, 500 ms after throttling, capped at 20 s) on throttling, 5xx, timeouts
@@ -67,12 +69,16 @@ export class AwsServiceError extends Error {
   }
 }
 
-/** The service's URL for `loc` and the environment, or a thrown error naming what is missing. */
-export function resolveEndpoint(spec: JsonServiceSpec, loc: AwsLocation, region: string, env: NodeJS.ProcessEnv): URL {
-  const ignoreEnv = /^true$/i.test(env['AWS_IGNORE_CONFIGURED_ENDPOINT_URLS'] ?? '');
-  const configured = loc.endpoint ?? (ignoreEnv ? undefined : env[`AWS_ENDPOINT_URL_${spec.envName}`] || env['AWS_ENDPOINT_URL'] || undefined);
+/**
+ * The service's URL: a configured endpoint as given (`endpoint`, AWS_ENDPOINT_URL_<SERVICE>,
+ * AWS_ENDPOINT_URL, as aws.ts's endpointChoice finds them), else AWS's regional endpoint, the
+ * `-fips` one when `fips` (endpointChoice's decision: use_fips_endpoint, AWS_USE_FIPS_ENDPOINT,
+ * fips_runtime).
+ */
+export function resolveEndpoint(spec: JsonServiceSpec, loc: AwsLocation, region: string, env: NodeJS.ProcessEnv, fips: boolean): URL {
+  const ignoreEnv = env['AWS_IGNORE_CONFIGURED_ENDPOINT_URLS'] === 'true';
+  const configured = loc.endpoint || (ignoreEnv ? undefined : env[`AWS_ENDPOINT_URL_${spec.envName}`] || env['AWS_ENDPOINT_URL'] || undefined);
   if (configured !== undefined) return new URL(configured);
-  const fips = /^true$/i.test(env['AWS_USE_FIPS_ENDPOINT'] ?? '');
   const suffix = region.startsWith('cn-') ? 'amazonaws.com.cn' : 'amazonaws.com';
   return new URL(`https://${spec.endpointPrefix}${fips ? '-fips' : ''}.${region}.${suffix}`);
 }
@@ -213,6 +219,10 @@ export interface AwsJsonClientOptions {
   readonly sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** The signing time (certd's clock); the system clock by default. */
   readonly now?: () => Date;
+  /** The `-fips` endpoint when no endpoint is configured (default false). */
+  readonly useFipsEndpoint?: boolean;
+  /** Called with the host (and non-default port) of every attempt. */
+  readonly onRequest?: (host: string) => void;
 }
 
 export class AwsJsonClient implements AwsClient {
@@ -226,6 +236,8 @@ export class AwsJsonClient implements AwsClient {
   readonly #slots = new Slots(MAX_IN_FLIGHT);
   readonly #credentials: AwsJsonClientOptions['credentials'] | undefined;
   readonly #now: () => Date;
+  readonly #fips: boolean;
+  readonly #onRequest: ((host: string) => void) | undefined;
   #signer: Promise<{ signer: SignatureV4; url: URL }> | undefined;
   #agent: import('undici').Agent | undefined;
 
@@ -238,6 +250,8 @@ export class AwsJsonClient implements AwsClient {
     this.#sleep = opts.sleep ?? abortableSleep;
     this.#credentials = opts.credentials;
     this.#now = opts.now ?? (() => new Date());
+    this.#fips = opts.useFipsEndpoint ?? false;
+    this.#onRequest = opts.onRequest;
   }
 
   /** The URL requests go to (resolved on first use). */
@@ -250,7 +264,7 @@ export class AwsJsonClient implements AwsClient {
       const region = resolveRegion(this.#loc, this.#env);
       // The SDK's wording, which awsError turns into "no AWS region: set region ...".
       if (region === undefined) throw new AwsServiceError('Error', 'Region is missing', undefined);
-      const url = resolveEndpoint(this.#spec, this.#loc, region, this.#env);
+      const url = resolveEndpoint(this.#spec, this.#loc, region, this.#env, this.#fips);
       let credentials = this.#credentials;
       if (credentials === undefined) {
         const { defaultProvider } = await import('@aws-sdk/credential-provider-node');
@@ -317,6 +331,7 @@ export class AwsJsonClient implements AwsClient {
     }, { signingDate: this.#now() });
     const { request, Agent } = await import('undici');
     this.#agent ??= new Agent({ connectTimeout: Math.min(this.#timeoutMs, 5_000) });
+    this.#onRequest?.(host);
     const attemptSignal = AbortSignal.any([signal, AbortSignal.timeout(this.#timeoutMs)]);
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(signed.headers)) if (k !== 'host') headers[k] = v;

@@ -59,6 +59,12 @@ export function configSchema() {
     .strictObject({
       policy: policySchema.prefault({}),
       fips_runtime: z.enum(['require-host', 'require', 'auto', 'off']).default('auto'),
+      /**
+       * AWS clients call the FIPS endpoints (`<service>-fips.<region>.amazonaws.com`). Unset:
+       * AWS_USE_FIPS_ENDPOINT, else true when fips_runtime is require or require-host, else the
+       * SDK's own chain. A source's use_fips_endpoint overrides it; an explicit endpoint is used as given.
+       */
+      use_fips_endpoint: z.boolean().optional(),
       schedule: z
         .string()
         .default('*/5 * * * *')

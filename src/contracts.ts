@@ -7,6 +7,7 @@
  *   target) -> reload (coalesced) -> verify -> target.commit | target.rollback
  */
 import type { z } from 'zod';
+import type { AwsSettings } from './aws.js';
 import type { Clock } from './clock.js';
 import type { Logger } from './log.js';
 import type { Material } from './material.js';
@@ -180,6 +181,11 @@ export interface ProviderDeps {
   /** certd's state directory (tmpfs): the local CA, last-good records. */
   readonly stateDir: string;
   readonly env: NodeJS.ProcessEnv;
+  /**
+   * The runtime-wide part of the AWS endpoint choice (top-level use_fips_endpoint,
+   * AWS_USE_FIPS_ENDPOINT, fips_runtime); absent: read from `env` alone.
+   */
+  readonly aws?: AwsSettings | undefined;
   /**
    * One value per key for the lifetime of the process (or until config reload): SDK clients,
    * batchers, PKCS#11 sessions. `init` runs once; the value is closed on shutdown if Closable.

@@ -35,6 +35,11 @@ export const MISSING_KERNEL = 'kernel not in FIPS mode (fips=1 on the kernel com
 
 /** The fips_runtime levels: what start-up must prove before it touches material. */
 export type FipsRuntimeMode = 'require-host' | 'require' | 'auto' | 'off';
+/** True for the levels that refuse to start without FIPS (require, require-host). */
+export function requiresFips(mode: string | undefined): boolean {
+  return mode === 'require' || mode === 'require-host';
+}
+
 /** What a probe proved: the runtime and the host's kernel flag, the runtime alone, or nothing. */
 export type FipsLevel = 'host' | 'runtime' | 'none';
 
@@ -261,7 +266,7 @@ export function enforceFipsRuntime(
     log.info(facts, `FIPS runtime probe passed (a working FIPS provider); host kernel flag ${KERNEL_FIPS_FLAG}: ${report.kernel.fipsEnabled ?? 'absent'}, not required (fips_runtime: require-host requires it)`);
     return report;
   }
-  if (mode === 'require' || mode === 'require-host') {
+  if (requiresFips(mode)) {
     const reasons = mode === 'require' ? report.missing.filter((m) => !m.startsWith(MISSING_KERNEL)) : report.missing;
     const what = mode === 'require' ? 'the runtime is not FIPS' : 'this host and runtime are not FIPS';
     throw new CertdError('E_CONFIG', `fips_runtime: ${mode}: ${what}: ${reasons.join('; ')}${fipsConfHint(report)}`, {

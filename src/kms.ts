@@ -5,7 +5,7 @@
  * the buffers it passed through are zeroed.
  */
 import type { ProviderDeps } from './contracts.js';
-import { type AwsLocation, awsClient, awsSend, sdk } from './aws.js';
+import { type AwsLocation, awsClient, awsLocation, awsSend, sdk } from './aws.js';
 import { CertdError } from './errors.js';
 import { parseKeyInput } from './policy/pem.js';
 import type { KeyEncryption } from './schema.js';
@@ -43,8 +43,8 @@ function keyFromPlaintext(plaintext: Buffer, origin: CiphertextOrigin): Secret {
 }
 
 /**
- * Decrypts a KMS-encrypted private key. `inherit` is the source's region, used when
- * key_encryption gives none (the endpoint is never inherited: it names another service).
+ * Decrypts a KMS-encrypted private key. `inherit` is the source's region and use_fips_endpoint,
+ * used when key_encryption gives none (the endpoint is never inherited: it names another service).
  */
 export async function decryptPrivateKey(
   deps: ProviderDeps,
@@ -55,7 +55,8 @@ export async function decryptPrivateKey(
   inherit: AwsLocation = {},
 ): Promise<Secret> {
   const blob = ciphertextBytes(ciphertext, origin);
-  const loc: AwsLocation = { region: enc.kms.region ?? inherit.region, endpoint: enc.kms.endpoint, request_timeout: enc.kms.request_timeout };
+  // use_fips_endpoint is inherited too: whether FIPS endpoints are wanted is not a per-service address.
+  const loc: AwsLocation = { ...awsLocation(enc.kms), region: enc.kms.region ?? inherit.region, use_fips_endpoint: enc.kms.use_fips_endpoint ?? inherit.use_fips_endpoint };
   const context = JSON.stringify(enc.kms.encryption_context);
   const client = await awsClient(deps, 'kms', loc);
   const { DecryptCommand } = await sdk.kms();

@@ -17,8 +17,9 @@ import { delimiter, join } from 'node:path';
 import { readAuditRecords, verifyAuditFile, type AuditRecord, type AuditVerification } from './audit.js';
 import type { LoadedConfig } from './config.js';
 import { describesDeployment } from './contracts.js';
+import { describeEndpoint, type EndpointUse } from './endpoints.js';
 import { CertdError, messageOf } from './errors.js';
-import { MISSING_KERNEL, probeFips, systemProbeDeps, type FipsReport } from './fips.js';
+import { MISSING_KERNEL, probeFips, requiresFips, systemProbeDeps, type FipsReport } from './fips.js';
 import type { Logger } from './log.js';
 import { checkPolicy } from './policy/check.js';
 import { parseBundle } from './policy/pem.js';
@@ -102,6 +103,8 @@ export interface CertificateSection {
   /** The deployed files match the last-good record (null when either is missing). */
   matchesLastGood: boolean | null;
   deployment: Record<string, unknown>[];
+  /** The AWS endpoints the certificate's last cycle that called AWS used (null: none recorded). */
+  awsEndpoints: { at: string; used: readonly EndpointUse[] } | null;
   history: AuditRecord[];
 }
 
@@ -282,6 +285,7 @@ async function certificateSection(rt: Runtime, cert: CertificateRuntime, state: 
     verdict: 'unknown',
     matchesLastGood: null,
     deployment,
+    awsEndpoints: state.endpoints ?? null,
     history,
   };
   if (certs && certs.length > 0) {
@@ -416,6 +420,21 @@ function keyText(s: { keyAlgorithm: string; keyBits: number | undefined; curve: 
   return s.curve ? `${s.keyAlgorithm} ${s.curve}` : `${s.keyAlgorithm}${s.keyBits ? ` ${s.keyBits}` : ''}`;
 }
 
+/**
+ * SC-13 (and SC-8, transmission confidentiality): the AWS endpoints a certificate's material
+ * came over and whether each is a FIPS endpoint. With FIPS required (fips_runtime require or
+ * require-host) an ordinary endpoint needs attention; a custom one is named as such, since
+ * certd cannot tell what it is.
+ */
+function awsEndpointEvidence(c: ControlBuilder, s: CertificateSection, loaded: LoadedConfig): void {
+  const e = s.awsEndpoints;
+  if (!e || e.used.length === 0) return;
+  c.held('SC-13', `${s.name}: AWS endpoints called (SC-13, SC-8), cycle of ${e.at}: ${e.used.map(describeEndpoint).join(', ')}`);
+  for (const u of e.used) {
+    if (requiresFips(loaded.config.fips_runtime) && u.kind === 'standard') c.flag('SC-13', 'attention', `${s.name}: ${u.host} (${u.service}) is not a FIPS endpoint although fips_runtime is ${loaded.config.fips_runtime}: set use_fips_endpoint: true`);
+  }
+}
+
 function summarise(r: Omit<ComplianceReport, 'summary'>, loaded: LoadedConfig): ComplianceReport['summary'] {
   const c = new ControlBuilder();
   const host = r.host;
@@ -469,6 +488,7 @@ function summarise(r: Omit<ComplianceReport, 'summary'>, loaded: LoadedConfig): 
       c.held('SC-17', `${s.name}: ${leaf.subject}, chain of ${s.chain.length} up to ${s.anchor ? `${s.anchor.subject} (${s.anchor.from})` : 'no known anchor'}; ${rules('SC-17')}`);
       if (!s.anchor) c.flag('SC-17', 'attention', `${s.name}: the chain does not end at a known trust anchor (set policy.trust_anchors)`);
     }
+    awsEndpointEvidence(c, s, loaded);
     for (const d of s.deployment) {
       if (d['type'] !== 'tmpfs') continue;
       const files = (d['files'] ?? {}) as Record<string, string>;
@@ -585,6 +605,12 @@ function mdCell(s: unknown): string {
 }
 
 function leafRows(s: CertificateSection): [string, string][] {
+  const rows = sourceRows(s);
+  if (s.awsEndpoints && s.awsEndpoints.used.length > 0) rows.push(['AWS endpoints', `${s.awsEndpoints.used.map(describeEndpoint).join(', ')} (cycle of ${s.awsEndpoints.at})`]);
+  return rows;
+}
+
+function sourceRows(s: CertificateSection): [string, string][] {
   const l = s.leaf;
   if (l) {
     return [

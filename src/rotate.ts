@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { type ChecksCurrent, checksCurrent, checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
+import { creditEndpoints, type EndpointLog, endpointsOf, withEndpointLog } from './endpoints.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
 import { checkPolicy, VALIDITY_SKEW_MS } from './policy/check.js';
@@ -139,6 +140,8 @@ interface Work {
   report: CertificateReport;
   material?: Material;
   staged: Target[];
+  /** The endpoints this certificate's steps called (see endpoints.ts). */
+  endpoints?: EndpointLog;
 }
 
 async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -183,12 +186,14 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
   const entries = options.include ? named.filter((c) => options.include?.(c.name)) : named;
   const fetchSignal = options.stop ? AbortSignal.any([signal, options.stop]) : signal;
   const work: Work[] = [];
-  const certs = await expandEntries(rt, entries, options, fetchSignal, work);
+  // Per certificate, the endpoints called for it by discovery and prefetch, then by its own steps.
+  const called = new Map<string, EndpointLog>();
+  const certs = await expandEntries(rt, entries, options, fetchSignal, work, called);
   const order = [...work.map((w) => w.cert), ...certs];
   // Batching sources read all their certificates in a few requests before the workers start.
   const prefetchBound = new AbortController();
   const prefetchTimer = setTimeout(() => prefetchBound.abort(new CertdError('E_SOURCE', 'fetch_deadline passed while prefetching')), longestDeadline(rt, certs));
-  await prefetchAll(certs, rt.log, AbortSignal.any([fetchSignal, prefetchBound.signal])).finally(() => clearTimeout(prefetchTimer));
+  await prefetchAll(certs, rt.log, AbortSignal.any([fetchSignal, prefetchBound.signal]), called).finally(() => clearTimeout(prefetchTimer));
   let done = 0;
   const inFlight = new Map<string, number>();
   const every = options.progressEveryMs ?? 10_000;
@@ -202,7 +207,9 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
   try {
     await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
       inFlight.set(cert.name, Date.now());
-      const w = await prepare(rt, cert, { dryRun, force: options.force === true }, signal, fetchSignal);
+      const endpoints = called.get(cert.name) ?? new Map();
+      const w = await withEndpointLog(endpoints, () => prepare(rt, cert, { dryRun, force: options.force === true }, signal, fetchSignal));
+      w.endpoints = endpoints;
       inFlight.delete(cert.name);
       work.push(w);
       options.onProgress?.(++done, certs.length, cert.name);
@@ -243,22 +250,27 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
  * Entries whose source discovers (ssm `path`) replaced by the members found now; a failed
  * discovery becomes that entry's failure in `work`, and the other certificates go on.
  */
-async function expandEntries(rt: Runtime, entries: readonly CertificateRuntime[], options: CycleOptions, signal: AbortSignal, work: Work[]): Promise<CertificateRuntime[]> {
+async function expandEntries(rt: Runtime, entries: readonly CertificateRuntime[], options: CycleOptions, signal: AbortSignal, work: Work[], called: Map<string, EndpointLog>): Promise<CertificateRuntime[]> {
   const out: CertificateRuntime[] = [];
   for (const c of entries) {
-    if (!c.expand) {
+    const expand = c.expand;
+    if (!expand) {
       out.push(c);
       continue;
     }
+    const discovering: EndpointLog = new Map();
     try {
       const deadline = fetchDeadline(rt, c);
       const expiry = new AbortController();
       const timer = setTimeout(() => expiry.abort(new CertdError('E_SOURCE', `discovering certificates of ${c.name}: no answer within fetch_deadline ${deadline.text}; the certificates deployed before stay`)), deadline.ms);
-      const members = await untilAborted(c.expand(AbortSignal.any([signal, expiry.signal])), AbortSignal.any([signal, expiry.signal])).finally(() => clearTimeout(timer));
-      out.push(...members.filter((m) => (options.only === undefined || options.only === c.name || m.name === options.only) && (options.include?.(m.name) ?? true)));
+      const bound = AbortSignal.any([signal, expiry.signal]);
+      const members = await withEndpointLog(discovering, () => untilAborted(expand(bound), bound)).finally(() => clearTimeout(timer));
+      const taking = members.filter((m) => (options.only === undefined || options.only === c.name || m.name === options.only) && (options.include?.(m.name) ?? true));
+      creditEndpoints(called, taking.map((m) => m.name), discovering);
+      out.push(...taking);
     } catch (err) {
       const state = await rt.state.get(c.name).catch(() => ({ name: c.name }) as CertState);
-      const w: Work = { cert: c, state, started: Date.now(), report: { name: c.name, result: 'failed', durationMs: 0 }, staged: [] };
+      const w: Work = { cert: c, state, started: Date.now(), report: { name: c.name, result: 'failed', durationMs: 0 }, staged: [], endpoints: discovering };
       fail(rt, w, err instanceof CertdError ? err : new CertdError('E_SOURCE', `discovering certificates of ${c.name}: ${messageOf(err)}`, { cause: err }));
       work.push(w);
     }
@@ -668,8 +680,11 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
   // cycle after a mass deployment would write them all again); the record is refreshed to
   // "unchanged" with its time every 10 minutes.
   const prev = w.state.lastResult;
+  const used = endpointsOf(w.endpoints ?? new Map());
+  const endpoints = used.length > 0 ? { at: now, used } : w.state.endpoints;
   const quiet = r.result === 'unchanged' && (prev?.result === 'unchanged' || prev?.result === 'deployed') && !w.state.pending && lastGood === w.state.lastGood
     && JSON.stringify(prev.findings ?? null) === JSON.stringify(r.findings ?? null)
+    && (used.length === 0 || JSON.stringify(used) === JSON.stringify(w.state.endpoints?.used ?? null))
     && Date.parse(now) - Date.parse(prev.at) < 10 * 60_000;
   rt.metrics.certificate(w.cert.name, {
     ...(lastGood ? { notAfter: new Date(lastGood.notAfter), lastRotation: new Date(lastGood.deployedAt) } : {}),
@@ -683,6 +698,7 @@ async function record(rt: Runtime, w: Work, dryRun: boolean): Promise<void> {
     // A deployment this cycle attempted ended in commit or rollback; one it did not attempt
     // leaves the marker of an interrupted earlier run in place.
     ...(w.material === undefined && w.state.pending ? { pending: w.state.pending } : {}),
+    ...(endpoints ? { endpoints } : {}),
   });
   await audit(rt, {
     event: 'rotation',

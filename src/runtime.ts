@@ -4,6 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { FileAuditSink } from './audit.js';
+import { awsSettings } from './aws.js';
 import type { CertificateConfig, LoadedConfig } from './config.js';
 import { type Clock, systemClock } from './clock.js';
 import { isDiscovering, type ProviderDeps, type Source, type Target, isClosable } from './contracts.js';
@@ -94,12 +95,20 @@ export async function buildRuntime(loaded: LoadedConfig, options: RuntimeOptions
   const metrics = options.metrics ?? noMetrics;
   const stateDir = loaded.resolvePath(config.state_dir);
   const sharedValues = new Map<string, unknown>();
+  const env = options.env ?? process.env;
+  let aws;
+  try {
+    aws = awsSettings(config, env);
+  } catch (err) {
+    throw new CertdError('E_CONFIG', `config ${loaded.path}: use_fips_endpoint: ${messageOf(err)}`, { cause: err });
+  }
   const deps: ProviderDeps = {
     clock,
     log,
     metrics,
     stateDir,
-    env: options.env ?? process.env,
+    env,
+    aws,
     resolvePath: loaded.resolvePath,
     shared<T>(key: string, init: () => T): T {
       if (!sharedValues.has(key)) sharedValues.set(key, init());

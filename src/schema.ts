@@ -103,11 +103,14 @@ export const pathString = z.string().min(1);
  * Keys every AWS source and kms-ca takes. Without `region` the SDK's chain decides (AWS_REGION,
  * the shared config file, IMDS); without `endpoint` the SDK reads AWS_ENDPOINT_URL_<SERVICE>,
  * then AWS_ENDPOINT_URL. `request_timeout` bounds one HTTP attempt (the SDK retries on it).
+ * `use_fips_endpoint` overrides the top-level key of that name (see aws.ts).
  */
 export const awsFields = {
   region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'expected an AWS region such as eu-west-1').optional(),
   endpoint: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
   request_timeout: duration('10s'),
+  /** The SDK's FIPS endpoint for this source (overrides the top-level use_fips_endpoint). */
+  use_fips_endpoint: z.boolean().optional(),
 };
 
 /**

@@ -5,6 +5,7 @@
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DeployedSummary } from './contracts.js';
+import type { EndpointUse } from './endpoints.js';
 import { writeFileAtomic } from './fsutil.js';
 import type { Finding } from './policy/types.js';
 
@@ -50,6 +51,11 @@ export interface CertState {
    * is unknown, so the next cycle deploys again rather than trusting `lastGood`.
    */
   readonly pending?: { readonly fingerprint: string; readonly digest: string; readonly at: string } | undefined;
+  /**
+   * The remote endpoints (AWS hosts, FIPS or not) called by the last cycle that called any, and
+   * when. A cycle that calls none (an issuer not due) leaves it as it was.
+   */
+  readonly endpoints?: { readonly at: string; readonly used: readonly EndpointUse[] } | undefined;
 }
 
 export class StateStore {

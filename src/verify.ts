@@ -1,5 +1,5 @@
 /** TLS probes: which leaf a server presents, and (for `certd verify`) what it negotiates. */
-import { createHash, randomBytes } from 'node:crypto';
+import { createECDH, createHash, randomBytes } from 'node:crypto';
 import { connect, type PeerCertificate } from 'node:tls';
 import { connect as netConnect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -214,8 +214,8 @@ export const FORBIDDEN_TLS12_FAMILIES: readonly { family: string; why: string; s
 ];
 
 /** TLS 1.3 suites P-TLS-CONF forbids (only AES-GCM/CCM are allowed). */
-export const FORBIDDEN_TLS13_SUITES: readonly { family: string; why: string; suite: string }[] = [
-  { family: 'CHACHA20', why: 'ChaCha20-Poly1305 is not a FIPS-approved cipher', suite: 'TLS_CHACHA20_POLY1305_SHA256' },
+export const FORBIDDEN_TLS13_SUITES: readonly { family: string; why: string; suite: string; code: number }[] = [
+  { family: 'CHACHA20', why: 'ChaCha20-Poly1305 is not a FIPS-approved cipher', suite: 'TLS_CHACHA20_POLY1305_SHA256', code: 0x1303 },
 ];
 
 const TLS_RECORD_HANDSHAKE = 0x16;
@@ -242,21 +242,51 @@ function extension(type: number, body: Buffer): Buffer {
 /**
  * A TLS 1.2 ClientHello (RFC 5246 §7.4.1.2) offering exactly `suites`, with SNI, the NIST
  * curves and x25519, and signature algorithms a server of any key type can sign with.
+ * `version` 0x0301/0x0302 makes it a TLS 1.0/1.1 ClientHello (the same extensions; servers
+ * ignore signature_algorithms there).
  */
-export function tls12ClientHello(servername: string, suites: readonly number[]): Buffer {
-  const sni = Buffer.from(servername, 'ascii');
+export function tls12ClientHello(servername: string, suites: readonly number[], version = 0x0303): Buffer {
   const extensions = Buffer.concat([
-    extension(0x0000, vec16(Buffer.concat([Buffer.from([0]), vec16(sni)]))), // server_name
+    serverNameExtension(servername),
     extension(0x000a, vec16(Buffer.concat([0x0017, 0x0018, 0x0019, 0x001d, 0x0100].map(u16)))), // supported_groups
     extension(0x000b, Buffer.from([1, 0])), // ec_point_formats: uncompressed
     extension(0x000d, vec16(Buffer.concat([0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601, 0x0203, 0x0201].map(u16)))), // signature_algorithms
     extension(0x0017, Buffer.alloc(0)), // extended_master_secret
   ]);
+  return clientHelloRecord(version, randomBytes(32), Buffer.alloc(0), [...suites, 0x00ff], extensions); // + TLS_EMPTY_RENEGOTIATION_INFO_SCSV
+}
+
+/**
+ * A TLS 1.3 ClientHello (RFC 8446 §4.1.2) offering exactly `suites`: supported_versions 1.3
+ * only, and a P-256 key share (an approved group, so a FIPS server need not ask again). Written
+ * here so a runtime whose OpenSSL cannot negotiate a suite (CHACHA20 under a FIPS provider)
+ * can still ask whether the server would pick it.
+ */
+export function tls13ClientHello(servername: string, suites: readonly number[]): Buffer {
+  const share = createECDH('prime256v1');
+  const point = share.generateKeys();
+  const extensions = Buffer.concat([
+    serverNameExtension(servername),
+    extension(0x000a, vec16(Buffer.concat([0x0017, 0x0018].map(u16)))), // supported_groups: P-256, P-384
+    extension(0x000d, vec16(Buffer.concat([0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806].map(u16)))), // signature_algorithms
+    extension(0x002b, Buffer.from([2, 0x03, 0x04])), // supported_versions: TLS 1.3
+    extension(0x002d, Buffer.from([1, 1])), // psk_key_exchange_modes: psk_dhe_ke
+    extension(0x0033, vec16(Buffer.concat([u16(0x0017), vec16(point)]))), // key_share: P-256
+  ]);
+  return clientHelloRecord(0x0303, randomBytes(32), randomBytes(32), suites, extensions);
+}
+
+function serverNameExtension(servername: string): Buffer {
+  return extension(0x0000, vec16(Buffer.concat([Buffer.from([0]), vec16(Buffer.from(servername, 'ascii'))])));
+}
+
+function clientHelloRecord(version: number, random: Buffer, sessionId: Buffer, suites: readonly number[], extensions: Buffer): Buffer {
   const body = Buffer.concat([
-    u16(0x0303),
-    randomBytes(32),
-    Buffer.from([0]), // no session id
-    vec16(Buffer.concat([...suites, 0x00ff].map(u16))), // + TLS_EMPTY_RENEGOTIATION_INFO_SCSV
+    u16(version),
+    random,
+    Buffer.from([sessionId.length]),
+    sessionId,
+    vec16(Buffer.concat(suites.map(u16))),
     Buffer.from([1, 0]), // compression: null
     vec16(extensions),
   ]);
@@ -287,45 +317,132 @@ function hex4(n: number): string {
   return `0x${n.toString(16).padStart(4, '0')}`;
 }
 
-/** Offers one TLS 1.2 family with a hand-written ClientHello and classifies the first answer. */
-export function offerTls12Family(
-  o: { connect: string; servername: string; timeoutMs?: number },
-  family: (typeof FORBIDDEN_TLS12_FAMILIES)[number],
-): Promise<SuiteResult> {
+/** How a server answered one hand-written ClientHello. */
+export type HelloAnswer =
+  | { kind: 'hello'; suite: number; version: number }
+  | { kind: 'refused'; detail: string }
+  | { kind: 'untested'; detail: string };
+
+/** Sends `hello` on a fresh TCP connection and reads the server's first record. */
+export function sendClientHello(o: { connect: string; timeoutMs?: number }, hello: Buffer): Promise<HelloAnswer> {
   const { host, port } = splitHostPort(o.connect);
-  const ids = Object.keys(family.suites).map(Number);
-  const base = { family: family.family, tls: '1.2' as const, method: 'clienthello' as const, offered: ids.length };
   return new Promise((resolve) => {
     let data = Buffer.alloc(0);
     let settled = false;
     const socket = netConnect({ host, port });
-    const done = (r: Omit<SuiteResult, 'family' | 'tls' | 'method' | 'offered'>): void => {
+    const done = (r: HelloAnswer): void => {
       if (settled) return;
       settled = true;
       socket.destroy();
-      resolve({ ...base, ...r });
+      resolve(r);
     };
-    socket.setTimeout(o.timeoutMs ?? 5000, () => done({ result: 'untested', detail: `no answer to the ClientHello within ${o.timeoutMs ?? 5000} ms` }));
-    socket.once('connect', () => socket.write(tls12ClientHello(o.servername, ids)));
+    socket.setTimeout(o.timeoutMs ?? 5000, () => done({ kind: 'untested', detail: `no answer to the ClientHello within ${o.timeoutMs ?? 5000} ms` }));
+    socket.once('connect', () => socket.write(hello));
     socket.on('data', (chunk: Buffer) => {
+      // serverAnswer decides within the first 49 bytes + session id: the buffer stays small.
       data = Buffer.concat([data, chunk]);
       const a = serverAnswer(data);
       if (a.kind === 'incomplete') return;
-      if (a.kind === 'alert') done({ result: 'refused', detail: `alert ${a.description}` });
-      else if (a.kind === 'garbage') done({ result: 'untested', detail: `unexpected answer: ${a.detail}` });
-      else if (a.suite in family.suites) {
-        done({ result: 'accepted', negotiated: family.suites[a.suite]!, detail: `server chose ${family.suites[a.suite]} (${hex4(a.suite)})` });
-      } else {
-        // A server must pick from the offer; anything else is a broken server, not an acceptance.
-        done({ result: 'untested', detail: `server chose ${hex4(a.suite)}, which was not offered` });
-      }
+      if (a.kind === 'alert') done({ kind: 'refused', detail: `alert ${a.description}` });
+      else if (a.kind === 'garbage') done({ kind: 'untested', detail: `unexpected answer: ${a.detail}` });
+      else done(a);
     });
-    socket.once('end', () => done({ result: 'refused', detail: 'connection closed without a ServerHello' }));
+    socket.once('end', () => done({ kind: 'refused', detail: 'connection closed without a ServerHello' }));
     socket.once('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') done({ result: 'refused', detail: `connection reset (${err.code})` });
-      else done({ result: 'untested', detail: `cannot connect: ${err.message}` });
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') done({ kind: 'refused', detail: `connection reset (${err.code})` });
+      else done({ kind: 'untested', detail: `cannot connect: ${err.message}` });
     });
   });
+}
+
+/** Offers `suites` (code point -> name) at once; which one the server picked, or how it refused. */
+async function offerSuites(
+  o: { connect: string; servername: string; timeoutMs?: number },
+  tls: '1.2' | '1.3',
+  suites: Readonly<Record<number, string>>,
+): Promise<{ result: Outcome; negotiated?: string; code?: number; detail: string }> {
+  const ids = Object.keys(suites).map(Number);
+  const a = await sendClientHello(o, tls === '1.3' ? tls13ClientHello(o.servername, ids) : tls12ClientHello(o.servername, ids));
+  if (a.kind === 'refused') return { result: 'refused', detail: a.detail };
+  if (a.kind === 'untested') return { result: 'untested', detail: a.detail };
+  const name = suites[a.suite];
+  // A server must pick from the offer; anything else is a broken server, not an acceptance.
+  if (name === undefined) return { result: 'untested', detail: `server chose ${hex4(a.suite)}, which was not offered` };
+  return { result: 'accepted', negotiated: name, code: a.suite, detail: `server chose ${name} (${hex4(a.suite)})` };
+}
+
+/** Offers one TLS 1.2 family with a hand-written ClientHello and classifies the first answer. */
+export async function offerTls12Family(
+  o: { connect: string; servername: string; timeoutMs?: number },
+  family: (typeof FORBIDDEN_TLS12_FAMILIES)[number],
+): Promise<SuiteResult> {
+  const r = await offerSuites(o, '1.2', family.suites);
+  const { code: _code, ...rest } = r;
+  return { family: family.family, tls: '1.2', method: 'clienthello', offered: Object.keys(family.suites).length, ...rest };
+}
+
+/** The suites approved for TLS 1.2 (SP 800-52 r2 §3.3.1, with ECDHE/DHE), by IANA code point. */
+export const APPROVED_TLS12_SUITES: Readonly<Record<number, string>> = {
+  0xc02b: 'ECDHE-ECDSA-AES128-GCM-SHA256', 0xc02c: 'ECDHE-ECDSA-AES256-GCM-SHA384', 0xc02f: 'ECDHE-RSA-AES128-GCM-SHA256',
+  0xc030: 'ECDHE-RSA-AES256-GCM-SHA384', 0xc023: 'ECDHE-ECDSA-AES128-SHA256', 0xc024: 'ECDHE-ECDSA-AES256-SHA384',
+  0xc027: 'ECDHE-RSA-AES128-SHA256', 0xc028: 'ECDHE-RSA-AES256-SHA384', 0xc0ac: 'ECDHE-ECDSA-AES128-CCM', 0xc0ad: 'ECDHE-ECDSA-AES256-CCM',
+  0x009e: 'DHE-RSA-AES128-GCM-SHA256', 0x009f: 'DHE-RSA-AES256-GCM-SHA384', 0x0067: 'DHE-RSA-AES128-SHA256', 0x006b: 'DHE-RSA-AES256-SHA256',
+  0xc09e: 'DHE-RSA-AES128-CCM', 0xc09f: 'DHE-RSA-AES256-CCM',
+};
+
+/** TLS 1.3 suites by code point; all but CHACHA20 are approved. */
+export const TLS13_SUITES: Readonly<Record<number, string>> = {
+  0x1301: 'TLS_AES_128_GCM_SHA256', 0x1302: 'TLS_AES_256_GCM_SHA384', 0x1303: 'TLS_CHACHA20_POLY1305_SHA256',
+  0x1304: 'TLS_AES_128_CCM_SHA256', 0x1305: 'TLS_AES_128_CCM_8_SHA256',
+};
+const TLS13_NOT_APPROVED = new Set([0x1303]);
+
+export interface AcceptedSuite {
+  tls: '1.2' | '1.3';
+  suite: string;
+  /** IANA code point, "0xc02b". */
+  code: string;
+  /** Approved for FIPS use (SP 800-52 r2); false is a P-TLS-CONF finding. */
+  fips: boolean;
+}
+
+/**
+ * Every suite the server accepts among those certd knows (the approved ones and every forbidden
+ * family), in the server's order of preference: offer them all, take out the one it picks, ask
+ * again, until it refuses. One ClientHello per accepted suite plus one; no suite needs this
+ * runtime's OpenSSL, so a FIPS-mode certd lists what a FIPS nginx offers, CHACHA20 included.
+ */
+export async function acceptedSuites(o: { connect: string; servername: string; timeoutMs?: number }): Promise<AcceptedSuite[]> {
+  const out: AcceptedSuite[] = [];
+  const forbidden12: Record<number, string> = {};
+  for (const f of FORBIDDEN_TLS12_FAMILIES) Object.assign(forbidden12, f.suites);
+  const rounds: ['1.2' | '1.3', Record<number, string>, (code: number) => boolean][] = [
+    ['1.3', { ...TLS13_SUITES }, (c) => !TLS13_NOT_APPROVED.has(c)],
+    ['1.2', { ...APPROVED_TLS12_SUITES, ...forbidden12 }, (c) => c in APPROVED_TLS12_SUITES],
+  ];
+  for (const [tls, remaining, approved] of rounds) {
+    for (let left = Object.keys(remaining).length; left > 0; left--) {
+      const r = await offerSuites(o, tls, remaining);
+      if (r.result !== 'accepted' || r.code === undefined) break;
+      out.push({ tls, suite: r.negotiated ?? hex4(r.code), code: hex4(r.code), fips: approved(r.code) });
+      delete remaining[r.code];
+    }
+  }
+  return out;
+}
+
+/** TLS 1.0/1.1 by ClientHello, for a runtime (FIPS) whose OpenSSL will not offer them. */
+const LEGACY_SUITES: Readonly<Record<number, string>> = {
+  0xc013: 'ECDHE-RSA-AES128-SHA', 0xc014: 'ECDHE-RSA-AES256-SHA', 0xc009: 'ECDHE-ECDSA-AES128-SHA', 0xc00a: 'ECDHE-ECDSA-AES256-SHA',
+  0x0033: 'DHE-RSA-AES128-SHA', 0x0039: 'DHE-RSA-AES256-SHA', 0x002f: 'AES128-SHA', 0x0035: 'AES256-SHA', 0x000a: 'DES-CBC3-SHA',
+};
+
+async function offerLegacyVersion(o: { connect: string; servername: string; timeoutMs?: number }, version: 'TLSv1' | 'TLSv1.1'): Promise<{ result: Outcome; detail: string }> {
+  const wire = version === 'TLSv1' ? 0x0301 : 0x0302;
+  const a = await sendClientHello(o, tls12ClientHello(o.servername, Object.keys(LEGACY_SUITES).map(Number), wire));
+  if (a.kind !== 'hello') return { result: a.kind, detail: `${a.detail} [clienthello]` };
+  if (a.version !== wire) return { result: 'refused', detail: `server answered with version ${hex4(a.version)} [clienthello]` };
+  return { result: 'accepted', detail: `${version} ${LEGACY_SUITES[a.suite] ?? hex4(a.suite)} [clienthello]` };
 }
 
 /** Client-side failures: the handshake never offered what was asked, so nothing was tested. */
@@ -387,7 +504,9 @@ export async function testProtocols(o: { connect: string; servername: string; ti
   const out: ProtocolResult[] = [];
   for (const version of ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const) {
     const ciphers = version === 'TLSv1.3' ? all13 : 'ALL:@SECLEVEL=0';
-    const r = await tryHandshake({ ...o, version, ciphers });
+    let r: { result: Outcome; detail: string } = await tryHandshake({ ...o, version, ciphers });
+    // A FIPS runtime cannot offer TLS 1.0/1.1 at all (no MD5-SHA1 PRF): ask with a ClientHello.
+    if (r.result === 'untested' && (version === 'TLSv1' || version === 'TLSv1.1')) r = await offerLegacyVersion(o, version);
     out.push({ version, result: r.result, detail: r.detail });
   }
   return out;
@@ -397,16 +516,9 @@ export async function testSuites(o: { connect: string; servername: string; timeo
   const out: SuiteResult[] = [];
   for (const family of FORBIDDEN_TLS12_FAMILIES) out.push(await offerTls12Family(o, family));
   for (const s of FORBIDDEN_TLS13_SUITES) {
-    const r = await tryHandshake({ ...o, version: 'TLSv1.3', ciphers: s.suite });
-    out.push({
-      family: s.family,
-      tls: '1.3',
-      method: 'handshake',
-      offered: 1,
-      result: r.result,
-      ...(r.result === 'accepted' ? { negotiated: r.cipher ?? s.suite } : {}),
-      detail: r.detail,
-    });
+    const r = await offerSuites(o, '1.3', { [s.code]: s.suite });
+    const { code: _code, ...rest } = r;
+    out.push({ family: s.family, tls: '1.3', method: 'clienthello', offered: 1, ...rest });
   }
   return out;
 }

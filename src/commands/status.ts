@@ -7,6 +7,7 @@ import { parseDuration } from '../duration.js';
 import { CertdError, messageOf } from '../errors.js';
 import { type Health, healthOf } from '../health.js';
 import { configuredNames } from '../discovery.js';
+import { describeEndpoint, type EndpointUse } from '../endpoints.js';
 import { StateStore, type CertState, type RefusedMaterial } from '../state.js';
 import { shortFingerprint, table, warnIfEmpty } from './common.js';
 
@@ -24,6 +25,9 @@ export interface StatusEntry {
   /** When the last cycle failed: the material it fetched and did not deploy (`fingerprint` is still served). */
   refused: RefusedMaterial | null;
   rules: string[];
+  /** The AWS endpoints of the last cycle that called AWS: host, service, and fips | standard | custom. */
+  endpoints: readonly EndpointUse[];
+  endpointsAt: string | null;
   configured: boolean;
   /** When the running daemon next tries it (only in a daemon's answer; see DaemonStatus.schedules). */
   nextRun?: string | null;
@@ -43,6 +47,8 @@ export function statusEntry(s: CertState, configured: boolean): StatusEntry {
     error: s.lastResult?.error ?? null,
     refused: s.lastResult?.refused ?? null,
     rules: (s.lastResult?.findings ?? []).map((f) => `${f.rule}:${f.severity}`),
+    endpoints: s.endpoints?.used ?? [],
+    endpointsAt: s.endpoints?.at ?? null,
     configured,
   };
 }
@@ -86,7 +92,8 @@ export const statusCommand: Command = {
   usage: 'certd status [--config F] [--json] [--health]',
   help: `Options:
   -c, --config F   config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
-  --json           {"certificates": [{"name","fingerprint","notAfter","version","lastResult",...}],
+  --json           {"certificates": [{"name","fingerprint","notAfter","version","lastResult",
+                   "endpoints": [{"service","host","kind": "fips"|"standard"|"custom"}],...}],
                    "daemon": {...}} (daemon: the running certd's live state, when one answers)
   --health         a health check: healthy means every configured certificate serves a valid
                    certificate that is not about to expire. One line per problem, exit 1 when
@@ -97,6 +104,7 @@ export const statusCommand: Command = {
                    "warning: ...", exit 0. With --json: {"ok", "problems": [{"name","problem",
                    "message"}], "warnings": [...]}.
 
+The AWS endpoints each certificate's last cycle called (FIPS or not) are listed under the table.
 Reads the last-good records in state_dir and asks a running certd (certd run) over its control
 socket for its live state: when each certificate is tried next, and how the last SIGHUP ended.
 When the config file does not load (a broken edit), certd status says why and still shows the
@@ -176,7 +184,9 @@ function certificateTable(entries: readonly StatusEntry[], live: boolean): strin
       e.error ? `${e.refused ? `refused ${shortFingerprint(e.refused.fingerprint)}: ` : ''}${e.error.code}: ${e.error.message}` : e.targets.join(', '),
     ]);
   }
-  return table(rows);
+  // Under the table: one line per certificate that called AWS (hosts are long).
+  const endpoints = entries.filter((e) => e.endpoints.length > 0).map((e) => `${e.name}: AWS endpoints ${e.endpoints.map(describeEndpoint).join(', ')} (cycle of ${e.endpointsAt ?? '?'})\n`);
+  return table(rows) + (endpoints.length > 0 ? `\n${endpoints.join('')}` : '');
 }
 
 function daemonLine(d: DaemonStatus): string {

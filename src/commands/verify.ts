@@ -11,6 +11,8 @@ import {
   splitHostPort,
   testProtocols,
   testSuites,
+  acceptedSuites,
+  type AcceptedSuite,
   type ProtocolResult,
   type Served,
   type SuiteResult,
@@ -37,6 +39,8 @@ export interface VerifyReport {
   expectFingerprint: { expected: string; match: boolean } | null;
   protocols: ProtocolResult[];
   suites: SuiteResult[];
+  /** Every suite the server accepts (of those certd knows), in its order of preference. */
+  accepted: AcceptedSuite[];
   findings: VerifyFinding[];
   /** The OpenSSL that made the handshakes (the ClientHello tests do not depend on it). */
   openssl: string;
@@ -72,6 +76,17 @@ export async function verifyEndpoint(o: { connect: string; servername: string; e
       : FORBIDDEN_TLS13_SUITES.find((f) => f.family === s.family)?.why;
     reject(`TLS ${s.tls} ${s.family} suites are accepted (${s.negotiated ?? s.detail}): ${why ?? 'not FIPS-approved'}`);
   }
+  const accepted = await acceptedSuites(o);
+  // Every non-approved suite certd offers belongs to a family above; a family probe that did
+  // not see it (the server picked another member first is fine; a refusal then an acceptance is
+  // not) still makes it a finding.
+  for (const a of accepted) {
+    if (a.fips) continue;
+    const code = Number(a.code);
+    const families = a.tls === '1.2' ? FORBIDDEN_TLS12_FAMILIES.filter((f) => code in f.suites).map((f) => f.family) : FORBIDDEN_TLS13_SUITES.filter((f) => f.code === code).map((f) => f.family);
+    const found = suites.some((s) => s.tls === a.tls && s.result === 'accepted' && families.includes(s.family));
+    if (!found) reject(`TLS ${a.tls} ${a.suite} (${a.code}) is accepted: not FIPS-approved`);
+  }
   let expect: VerifyReport['expectFingerprint'] = null;
   if (o.expectFingerprint !== undefined) {
     const match = served !== undefined && served.fingerprint === o.expectFingerprint;
@@ -92,6 +107,7 @@ export async function verifyEndpoint(o: { connect: string; servername: string; e
     expectFingerprint: expect,
     protocols,
     suites,
+    accepted,
     findings,
     openssl: process.versions.openssl ?? 'unknown',
   };
@@ -108,6 +124,9 @@ function human(r: VerifyReport): string {
   for (const p of r.protocols) lines.push(`  ${p.version.padEnd(8)} ${p.result.padEnd(9)} ${p.detail}`);
   lines.push('non-FIPS suites:');
   for (const s of r.suites) lines.push(`  TLS ${s.tls} ${s.family.padEnd(9)} ${s.result.padEnd(9)} ${s.detail} [${s.method}, ${s.offered} offered]`);
+  lines.push('accepted suites (server order):');
+  for (const a of r.accepted) lines.push(`  TLS ${a.tls} ${a.suite.padEnd(32)} ${a.code}  ${a.fips ? 'FIPS' : 'NOT FIPS'}`);
+  if (r.accepted.length === 0) lines.push('  (none of those certd knows)');
   const untested = r.suites.filter((s) => s.result === 'untested').map((s) => s.family);
   if (untested.length > 0) lines.push(`not tested: ${untested.join(', ')} (see detail)`);
   for (const f of r.findings) lines.push(`${f.rule}: ${f.message}`);
@@ -128,8 +147,11 @@ export const verifyCommand: Command = {
 Checks that TLS 1.0/1.1 are refused, reports TLS 1.2/1.3, and offers each non-FIPS suite family
 alone: TLS 1.2 RC4, 3DES, CAMELLIA, CHACHA20, NULL, EXPORT, MD5, static-RSA key exchange and CBC
 with SHA-1 (with a ClientHello written by certd, so suites this OpenSSL lacks can still be
-offered), and TLS 1.3 CHACHA20 (a real handshake). Each is "accepted", "refused" or "untested"
-(with the reason). Exit 0 no findings; 1 a finding or no handshake; 2 usage.`,
+offered) and TLS 1.3 CHACHA20 (a TLS 1.3 ClientHello). Each is "accepted", "refused" or
+"untested" (with the reason). Then lists every suite the server accepts, approved or not, in its
+order of preference ("accepted", each marked FIPS or NOT FIPS). TLS 1.0/1.1 are asked with a
+ClientHello when this runtime cannot offer them (a FIPS provider), so a FIPS-mode certd gives
+the same verdict. Exit 0 no findings; 1 a finding or no handshake; 2 usage.`,
   options: {
     connect: { type: 'string' },
     servername: { type: 'string' },

@@ -12,10 +12,20 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCertd(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number; gid?: number } = {}): Promise<CliResult> {
+/**
+ * How to start certd: `node bin/certd` (this test's Node), or with `launcher` bin/certd as a
+ * program, as systemd and ECS start it (the FIPS pre-flight of bin/certd-launch, then exec of
+ * this test's Node through CERTD_NODE).
+ */
+export function certdCommand(args: readonly string[], launcher = false): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
+  return launcher ? { file: CERTD, args: [...args], env: { CERTD_NODE: process.execPath } } : { file: process.execPath, args: [CERTD, ...args], env: {} };
+}
+
+export function runCertd(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number; gid?: number; launcher?: boolean } = {}): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [CERTD, ...args], {
-      env: { ...process.env, CERTD_LOG_FORMAT: 'json', ...opts.env },
+    const cmd = certdCommand(args, opts.launcher);
+    const child = spawn(cmd.file, cmd.args, {
+      env: { ...process.env, CERTD_LOG_FORMAT: 'json', ...cmd.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
       // As another user (the test runs as root): supplementary groups are dropped with it.
       ...(opts.uid === undefined ? {} : { uid: opts.uid }),

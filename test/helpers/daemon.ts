@@ -4,7 +4,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { captureOutput } from './capture.js';
-import { CERTD } from './cli.js';
+import { certdCommand } from './cli.js';
 
 export type LogLine = Record<string, unknown>;
 
@@ -18,9 +18,10 @@ export interface DaemonChild {
  * stderr line is pushed to `lines` (parsed, or `{ raw }` when it is not JSON). `label` names the
  * log in the hygiene check's findings.
  */
-export function spawnDaemon(configPath: string, lines: LogLine[], opts: { label: string; env?: NodeJS.ProcessEnv }): DaemonChild {
-  const child = spawn(process.execPath, [CERTD, 'run', '--config', configPath], {
-    env: { ...process.env, CERTD_LOG_FORMAT: 'json', CERTD_LOG_LEVEL: 'info', ...opts.env },
+export function spawnDaemon(configPath: string, lines: LogLine[], opts: { label: string; env?: NodeJS.ProcessEnv; launcher?: boolean }): DaemonChild {
+  const cmd = certdCommand(['run', '--config', configPath], opts.launcher);
+  const child = spawn(cmd.file, cmd.args, {
+    env: { ...process.env, CERTD_LOG_FORMAT: 'json', CERTD_LOG_LEVEL: 'info', ...cmd.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let buffer = '';

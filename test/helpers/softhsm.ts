@@ -5,9 +5,10 @@
  * Fails with an install hint when a tool is missing.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { registerSecret } from './capture.js';
+import { FIPS_RUN } from './fixture-env.js';
 import { openssl } from './tls.js';
 
 export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
@@ -125,23 +126,30 @@ export function createSoftHsm(dir: string): SoftHsm {
       tool(token, pin, ['--delete-object', '--type', type, '--label', label]);
     },
     writeOpensslConf(path) {
-      writeFileSync(
-        path,
-        [
-          'openssl_conf = openssl_init',
-          '[openssl_init]',
-          'engines = engine_section',
-          '[engine_section]',
-          'pkcs11 = pkcs11_section',
-          '[pkcs11_section]',
-          'engine_id = pkcs11',
-          `dynamic_path = ${pkcs11EnginePath()}`,
-          `MODULE_PATH = ${SOFTHSM_MODULE}`,
-          'init = 1',
-          '',
-        ].join('\n'),
-        { mode: 0o644 },
-      );
+      const engine = [
+        '[engine_section]',
+        'pkcs11 = pkcs11_section',
+        '[pkcs11_section]',
+        'engine_id = pkcs11',
+        `dynamic_path = ${pkcs11EnginePath()}`,
+        `MODULE_PATH = ${SOFTHSM_MODULE}`,
+        'init = 1',
+        '',
+      ];
+      // In the FIPS-mode pass, the run's FIPS configuration stays what Node reads (nodejs_conf),
+      // and nginx (openssl_conf) gets the same providers plus the engine.
+      const fips = FIPS_RUN ? process.env['OPENSSL_CONF'] : undefined;
+      const text = fips
+        ? [
+            readFileSync(fips, 'utf8').replace(/^openssl_conf\s*=.*$/m, 'openssl_conf = nginx_init'),
+            '[nginx_init]',
+            'providers = provider_sect',
+            'alg_section = algorithm_sect',
+            'engines = engine_section',
+            ...engine,
+          ]
+        : ['openssl_conf = openssl_init', '[openssl_init]', 'engines = engine_section', ...engine];
+      writeFileSync(path, text.join('\n'), { mode: 0o644 });
       return path;
     },
   };

@@ -57,7 +57,7 @@ describe('certd run (child process)', () => {
 
   before(async () => {
     writeFileSync(configPath, config());
-    ({ child, exited } = spawnDaemon(configPath, lines, { label: 'certd run stderr' }));
+    ({ child, exited } = spawnDaemon(configPath, lines, { label: 'certd run stderr', launcher: true }));
     const served = await logged((l) => l['msg'] === 'serving /metrics and /healthz', 'the metrics address');
     metricsUrl = String(served['url']);
     await logged((l) => l['msg'] === 'cycle finished' && l['trigger'] === 'start', 'the first cycle');

@@ -9,7 +9,7 @@ import { captureOutput } from '../helpers/capture.js';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseConfigText } from '../../src/config.js';
-import { runCertd, shmDir } from '../helpers/cli.js';
+import { certdCommand, runCertd, shmDir } from '../helpers/cli.js';
 import { issueLeafWithOpenssl, makeCa, makeKey } from '../helpers/openssl-ca.js';
 
 const DOCKERFILE = resolve('deploy/ecs/Dockerfile');
@@ -67,7 +67,7 @@ interface TaskDefinition {
   requiresCompatibilities?: string[];
 }
 
-/** A container's argv as Docker builds it: ENTRYPOINT + (command, else CMD); certd -> bin/certd. */
+/** A container's argv as Docker builds it: ENTRYPOINT + (command, else CMD); certd -> bin/certd, started as a program. */
 function argvOf(docker: Dockerfile, c: ContainerDefinition): string[] {
   return [...docker.entrypoint, ...(c.command ?? docker.cmd)];
 }
@@ -158,21 +158,21 @@ ${failing ? `  - name: broken
       assert.ok(init);
       const argv = asLocal(argvOf(docker, init));
       assert.deepEqual(argv, ['rotate', '--now']);
-      const r = await runCertd(argv, { env: envFor(false) });
+      const r = await runCertd(argv, { launcher: true, env: envFor(false) });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       for (const f of ['fullchain.pem', 'privkey.pem', 'cert.pem', 'chain.pem']) {
         assert.ok(existsSync(join(shm.dir, 'deploy', 'web.example.test', f)), f);
       }
       for (const health of [docker.healthcheck, healthArgv(task.containerDefinitions.find((c) => c.name === 'certd')!)]) {
-        const h = await runCertd(asLocal(health), { env: envFor(false) });
+        const h = await runCertd(asLocal(health), { launcher: true, env: envFor(false) });
         assert.equal(h.code, 0, `${health.join(' ')}: ${h.stdout}${h.stderr}`);
       }
     });
 
     it('the health check fails when a certificate fails', async () => {
-      const r = await runCertd(asLocal(argvOf(docker, task.containerDefinitions.find((c) => c.name === 'certd-init')!)), { env: envFor(true) });
+      const r = await runCertd(asLocal(argvOf(docker, task.containerDefinitions.find((c) => c.name === 'certd-init')!)), { launcher: true, env: envFor(true) });
       assert.equal(r.code, 1, r.stdout + r.stderr);
-      const h = await runCertd(asLocal(docker.healthcheck), { env: envFor(true) });
+      const h = await runCertd(asLocal(docker.healthcheck), { launcher: true, env: envFor(true) });
       assert.notEqual(h.code, 0, h.stdout + h.stderr);
       assert.match(h.stdout + h.stderr, /broken/);
     });
@@ -197,20 +197,20 @@ certificates:
       const env: NodeJS.ProcessEnv = { ...process.env, CERTD_CONFIG_YAML: yaml };
       delete env['CERTD_CONFIG'];
       const init = task.containerDefinitions.find((c) => c.name === 'certd-init')!;
-      const first = await runCertd(asLocal(argvOf(docker, init)), { env });
+      const first = await runCertd(asLocal(argvOf(docker, init)), { env, launcher: true });
       assert.equal(first.code, 0, first.stdout + first.stderr);
       // The source goes down.
       rmSync(leaf.certPath);
       rmSync(leaf.keyPath);
-      const again = await runCertd(asLocal(argvOf(docker, init)), { env });
+      const again = await runCertd(asLocal(argvOf(docker, init)), { env, launcher: true });
       assert.equal(again.code, 1, again.stdout + again.stderr);
       assert.ok(existsSync(join(base, 'deploy', 'web.example.test', 'privkey.pem')), 'the last good set is still deployed');
       for (const health of [docker.healthcheck, healthArgv(task.containerDefinitions.find((c) => c.name === 'certd')!)]) {
-        const h = await runCertd(asLocal(health), { env });
+        const h = await runCertd(asLocal(health), { env, launcher: true });
         assert.equal(h.code, 0, `${health.join(' ')} must pass while the last good certificate is served: ${h.stdout}${h.stderr}`);
         assert.match(h.stdout, /warning: web: last cycle failed at .*E_SOURCE/);
       }
-      const json = await runCertd([...asLocal(docker.healthcheck), '--json'], { env });
+      const json = await runCertd([...asLocal(docker.healthcheck), '--json'], { env, launcher: true });
       const parsed = JSON.parse(json.stdout) as { ok: boolean; problems: unknown[]; warnings: { name: string; problem: string }[] };
       assert.equal(parsed.ok, true);
       assert.deepEqual(parsed.warnings.map((w) => [w.name, w.problem]), [['web', 'failed']]);
@@ -230,9 +230,10 @@ certificates:
       const base = join(shm.dir, 'sidecar');
       mkdirSync(base);
       const env = envFor(false, base);
-      const before = await runCertd(asLocal(docker.healthcheck), { env });
+      const before = await runCertd(asLocal(docker.healthcheck), { env, launcher: true });
       assert.notEqual(before.code, 0, 'healthy before the daemon ran');
-      const child = spawn(process.execPath, [resolve('bin/certd'), ...argv], { env: { ...env, CERTD_LOG_FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const cmd = certdCommand(argv, true);
+      const child = spawn(cmd.file, cmd.args, { env: { ...env, ...cmd.env, CERTD_LOG_FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       const exited = new Promise<string>((r) => child.once('exit', (code, signal) => r(`${code ?? signal}`)));
@@ -240,7 +241,7 @@ certificates:
       try {
         let healthy = false;
         for (let i = 0; i < 100 && !healthy && child.exitCode === null; i++) {
-          const h = await runCertd(asLocal(docker.healthcheck), { env });
+          const h = await runCertd(asLocal(docker.healthcheck), { env, launcher: true });
           healthy = h.code === 0;
           if (!healthy) await new Promise((r) => setTimeout(r, 100));
         }

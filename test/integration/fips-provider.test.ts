@@ -1,6 +1,7 @@
 // The FIPS-mode pass only (CERTD_TEST_FIPS=1, the provider built by scripts/fips-provider.sh):
-// certd proves the runtime, and the contrapositive: a fipsmodule.cnf whose module-mac is off by one
-// byte, or missing, stops certd before it touches material, whatever fips_runtime says.
+// certd proves the runtime, and the contrapositive: with a fipsmodule.cnf whose module-mac is off
+// by one byte, or missing, certd started as a program (bin/certd's launcher) refuses to start under
+// fips_runtime require/require-host (exit 2, saying why) and warns and goes on under auto.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -31,7 +32,9 @@ describe('FIPS provider: proven, and refused when broken', { skip: !FIPS_RUN && 
     const real = join(dir, 'fipsmodule.cnf');
     if (module !== null) writeFileSync(join(d, 'fipsmodule.cnf'), module);
     const conf = join(d, 'openssl.cnf');
-    writeFileSync(conf, readFileSync(join(dir, 'openssl.cnf'), 'utf8').replace(real, join(d, 'fipsmodule.cnf')));
+    const text = readFileSync(join(dir, 'openssl.cnf'), 'utf8');
+    assert.ok(text.includes(real), `openssl.cnf includes ${real}`);
+    writeFileSync(conf, text.replace(real, join(d, 'fipsmodule.cnf')));
     return conf;
   }
   const corrupted = (): string => {
@@ -50,16 +53,59 @@ certificates:
       - { type: tmpfs, dir: ${join(shm.dir, `${name}-out`)} }
 `, `${name}.yaml`);
 
-  for (const [what, module] of [['one byte of module-mac changed', 'corrupt'], ['fipsmodule.cnf removed', null]] as const) {
-    for (const mode of ['require', 'auto']) {
-      it(`${what}, fips_runtime: ${mode}: certd does not start, says the FIPS self-test failed, deploys nothing`, async () => {
+  const deployedIn = (name: string): boolean => existsSync(join(shm.dir, `${name}-out`, 'fullchain.pem'));
+  const broken = [['one byte of module-mac changed', 'corrupt'], ['fipsmodule.cnf removed', null]] as const;
+
+  // As systemd and ECS start it (bin/certd as a program): the launcher's pre-flight sees that Node
+  // cannot start with this OPENSSL_CONF and decides by fips_runtime.
+  for (const [what, module] of broken) {
+    for (const mode of ['require', 'require-host']) {
+      it(`${what}, fips_runtime: ${mode}: certd refuses to start (exit 2), names OPENSSL_CONF and OpenSSL's error, deploys nothing`, async () => {
         const name = `${module ?? 'gone'}-${mode}`;
         const conf = brokenConf(name, module === null ? null : corrupted());
-        const r = await runCertd(['rotate', '--now', '--config', config(mode, name)], { env: { ...process.env, OPENSSL_CONF: conf } });
-        assert.notEqual(r.code, 0, r.stdout + r.stderr);
-        assert.match(r.stderr, /FIPS|SELF_TEST|fips/, r.stderr);
-        assert.equal(existsSync(join(shm.dir, `${name}-out`, 'fullchain.pem')), false);
+        const r = await runCertd(['rotate', '--now', '--config', config(mode, name)], { launcher: true, env: { ...process.env, OPENSSL_CONF: conf } });
+        assert.equal(r.code, 2, r.stdout + r.stderr);
+        assert.match(r.stderr, /^certd: FIPS self-test failed: Node cannot start with this FIPS environment \(OPENSSL_CONF=/m);
+        assert.ok(r.stderr.includes(conf), `names ${conf}: ${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`fips_runtime is ${mode}: certd does not start; nothing was fetched or deployed`));
+        assert.match(r.stderr, /OpenSSL says:\n {2}\S/, 'quotes OpenSSL');
+        assert.match(r.stderr, /fix: .*openssl fipsinstall/);
+        assert.equal(r.stdout, '');
+        assert.equal(deployedIn(name), false);
       });
     }
+    it(`${what}, fips_runtime: auto: certd warns once, starts without the FIPS environment and deploys`, async () => {
+      const name = `${module ?? 'gone'}-auto`;
+      const conf = brokenConf(name, module === null ? null : corrupted());
+      const r = await runCertd(['rotate', '--now', '--json', '--config', config('auto', name)], { launcher: true, env: { ...process.env, OPENSSL_CONF: conf } });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stderr.match(/^certd: warning: FIPS not active: Node cannot start with this FIPS environment/gm)?.length, 1, r.stderr);
+      assert.ok(r.stderr.includes(conf), r.stderr);
+      assert.equal(deployedIn(name), true);
+    });
   }
+
+  it('fips_runtime: off with a broken module: starts without the FIPS environment, no pre-flight warning', async () => {
+    const conf = brokenConf('corrupt-off', corrupted());
+    const r = await runCertd(['rotate', '--now', '--config', config('off', 'corrupt-off')], { launcher: true, env: { ...process.env, OPENSSL_CONF: conf } });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stderr, /FIPS not active|self-test failed/);
+    assert.equal(deployedIn('corrupt-off'), true);
+  });
+
+  it('a working FIPS environment passes the launcher unchanged: the runtime is proven through it', async () => {
+    const r = await runCertd(['fips', '--runtime', '--json'], { launcher: true });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal((JSON.parse(r.stdout) as FipsReport).runtimeFips, true);
+  });
+
+  // Why the launcher exists: `node` itself, given the broken configuration, stops before any of
+  // certd's code runs, so certd cannot say why or honour auto.
+  it('without the launcher (node bin/certd), Node itself stops before certd runs, even with auto', async () => {
+    const conf = brokenConf('corrupt-bare', corrupted());
+    const r = await runCertd(['rotate', '--now', '--config', config('auto', 'corrupt-bare')], { env: { ...process.env, OPENSSL_CONF: conf } });
+    assert.notEqual(r.code, 0, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stderr, /certd: /);
+    assert.equal(deployedIn('corrupt-bare'), false);
+  });
 });

@@ -7,8 +7,11 @@
 //   with an injected fault or a quota throttle; `seenAccessKeys` records who signed each of them.
 // - `rejected[code]` counts requests refused before dispatch (signature, credentials, protocol).
 // - `throttled[target]` counts ThrottlingException answers, injected or from the quota buckets.
+// - `seenHosts` records, for each authenticated request, the Host header and (over TLS) the SNI
+//   name the client sent: which endpoint name the client resolved.
 // - `close()` ends every connection, including hung ones, and resolves once the port is free.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { AcmService } from './aws-acm.js';
 import { AcmPcaService } from './aws-acm-pca.js';
@@ -18,7 +21,7 @@ import { SecretsManagerService } from './aws-secrets-manager.js';
 import type { EmulatedService, ServiceContext } from './aws-service.js';
 import { verifySigV4, type AwsCredentials } from './aws-sigv4.js';
 import { SsmService } from './aws-ssm.js';
-import { listenHttp } from './peer-kit.js';
+import { listenHttp, listenHttps } from './peer-kit.js';
 
 export type { AwsCredentials } from './aws-sigv4.js';
 
@@ -93,6 +96,16 @@ export interface AwsPeerOptions {
   shortPages?: boolean;
   /** Epoch milliseconds; drives SigV4 skew checks, timestamps and quota refill. */
   now?: () => number;
+  /** Serve HTTPS with this key and certificate on 127.0.0.1 (`port`, default any free one) instead of HTTP. */
+  tls?: { key: string; cert: string; port?: number };
+}
+
+export interface SeenHost {
+  op: string;
+  /** The Host header (signed by SigV4). */
+  host: string;
+  /** The TLS server name the client sent; undefined over HTTP or without SNI. */
+  servername: string | undefined;
 }
 
 export interface AwsPeer {
@@ -104,11 +117,12 @@ export interface AwsPeer {
   readonly throttled: Record<string, number>;
   readonly rejected: Record<string, number>;
   readonly seenAccessKeys: SeenCaller[];
+  readonly seenHosts: SeenHost[];
   /** Exceptions the peer itself threw (answered as 500); a test should expect none. */
   readonly internalErrors: Error[];
   shortPages: boolean;
   callsTotal(): number;
-  /** Clears calls, throttled, rejected and seenAccessKeys. */
+  /** Clears calls, throttled, rejected, seenAccessKeys and seenHosts. */
   resetCalls(): void;
   inject(rule: FaultRule): FaultHandle;
   clearFaults(): void;
@@ -165,6 +179,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
   const throttled: Record<string, number> = {};
   const rejected: Record<string, number> = {};
   const seenAccessKeys: SeenCaller[] = [];
+  const seenHosts: SeenHost[] = [];
   const internalErrors: Error[] = [];
   let faults: ActiveFault[] = [];
   const hung = new Set<ServerResponse>();
@@ -241,6 +256,9 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     bump(calls, target);
     seenAccessKeys.push({ op: target, ...caller });
     if (seenAccessKeys.length > MAX_SEEN) seenAccessKeys.shift();
+    const sni = (req.socket as Partial<TLSSocket>).servername;
+    seenHosts.push({ op: target, host: req.headers.host ?? '', servername: typeof sni === 'string' ? sni : undefined });
+    if (seenHosts.length > MAX_SEEN) seenHosts.shift();
 
     const fault = takeFault(target);
     if (fault !== undefined) {
@@ -299,7 +317,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     sendJson(res, 200, await operation(input));
   }
 
-  const listening = await listenHttp((req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
@@ -324,7 +342,8 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
         sendError(res, undefined, new AwsError('InternalFailure', 'The request processing has failed because of an unknown error.', 500));
       });
     });
-  });
+  };
+  const listening = opts.tls ? await listenHttps(serve, opts.tls) : await listenHttp(serve);
 
   return {
     url: listening.url,
@@ -334,6 +353,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     throttled,
     rejected,
     seenAccessKeys,
+    seenHosts,
     internalErrors,
     get shortPages() {
       return ssm.shortPages;
@@ -345,6 +365,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     resetCalls() {
       for (const m of [calls, throttled, rejected]) for (const k of Object.keys(m)) delete m[k];
       seenAccessKeys.length = 0;
+      seenHosts.length = 0;
     },
     inject(rule: FaultRule): FaultHandle {
       const f: ActiveFault = { rule, remaining: rule.count ?? 1, fired: 0 };

@@ -5,6 +5,7 @@
 // A peer's request log holds method, path and status only: request bodies carry private keys
 // and are never recorded.
 import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket, AddressInfo } from 'node:net';
 import { createServer as createTlsServer, createSecureContext } from 'node:tls';
@@ -155,7 +156,7 @@ export function sendEmpty(res: ServerResponse, status: number): void {
 }
 
 export interface Listening {
-  /** `http://127.0.0.1:PORT`, or `http://localhost` when listening on a unix socket. */
+  /** `http://127.0.0.1:PORT` (https with listenHttps), or `http://localhost` when listening on a unix socket. */
   url: string;
   socketPath?: string;
   close(): Promise<void>;
@@ -182,6 +183,23 @@ export async function listenHttp(
       : `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const close = () => closeServer(server, sockets);
   return unixSocket !== undefined ? { url, socketPath: unixSocket, close } : { url, close };
+}
+
+/**
+ * Serves `handler` over TLS on 127.0.0.1 (`port`, default any free one) with `key` and `cert`:
+ * for a client that must reach the host name it resolved itself (AWS's FIPS endpoints on 443).
+ */
+export async function listenHttps(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  tls: { key: string; cert: string; port?: number },
+): Promise<Listening> {
+  const server = createHttpsServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' }, handler);
+  const sockets = trackSockets(server);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(tls.port ?? 0, '127.0.0.1', resolve);
+  });
+  return { url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => closeServer(server, sockets) };
 }
 
 /** One certificate set as a server would load it: PEM text, as many pairs as given. */

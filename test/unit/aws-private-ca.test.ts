@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { awsError, ACM_PCA_SPEC } from '../../src/aws.js';
+import { awsError, awsSettings, endpointChoice, ACM_PCA_SPEC } from '../../src/aws.js';
 import { AwsJsonClient, AwsServiceError, MAX_RESPONSE_BYTES, parseError, resolveEndpoint } from '../../src/aws-json-client.js';
 import { FakeClock } from '../../src/clock.js';
 import type { ProviderDeps } from '../../src/contracts.js';
@@ -28,15 +28,24 @@ const loc = (endpoint: string, extra: Record<string, string> = {}) => ({ region:
 
 describe('resolveEndpoint', () => {
   const spec = ACM_PCA_SPEC;
-  it('config endpoint, then AWS_ENDPOINT_URL_ACM_PCA, then AWS_ENDPOINT_URL, then AWS (FIPS with AWS_USE_FIPS_ENDPOINT)', () => {
+  it('config endpoint, then AWS_ENDPOINT_URL_ACM_PCA, then AWS_ENDPOINT_URL, then AWS (the -fips host when FIPS is chosen)', () => {
     const env = { AWS_ENDPOINT_URL_ACM_PCA: 'http://127.0.0.1:1/pca', AWS_ENDPOINT_URL: 'http://127.0.0.1:2' };
-    assert.equal(resolveEndpoint(spec, { endpoint: 'https://vpce.example:8443' }, 'eu-west-1', env).href, 'https://vpce.example:8443/');
-    assert.equal(resolveEndpoint(spec, {}, 'eu-west-1', env).href, 'http://127.0.0.1:1/pca');
-    assert.equal(resolveEndpoint(spec, {}, 'eu-west-1', { AWS_ENDPOINT_URL: 'http://127.0.0.1:2' }).href, 'http://127.0.0.1:2/');
-    assert.equal(resolveEndpoint(spec, {}, 'eu-west-1', { ...env, AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: 'true' }).href, 'https://acm-pca.eu-west-1.amazonaws.com/');
-    assert.equal(resolveEndpoint(spec, {}, 'us-gov-west-1', { AWS_USE_FIPS_ENDPOINT: 'true' }).href, 'https://acm-pca-fips.us-gov-west-1.amazonaws.com/');
-    assert.equal(resolveEndpoint(spec, {}, 'us-east-1', { AWS_USE_FIPS_ENDPOINT: 'false' }).href, 'https://acm-pca.us-east-1.amazonaws.com/');
-    assert.equal(resolveEndpoint(spec, {}, 'cn-north-1', {}).href, 'https://acm-pca.cn-north-1.amazonaws.com.cn/');
+    assert.equal(resolveEndpoint(spec, { endpoint: 'https://vpce.example:8443' }, 'eu-west-1', env, true).href, 'https://vpce.example:8443/');
+    assert.equal(resolveEndpoint(spec, {}, 'eu-west-1', env, false).href, 'http://127.0.0.1:1/pca');
+    assert.equal(resolveEndpoint(spec, {}, 'eu-west-1', { AWS_ENDPOINT_URL: 'http://127.0.0.1:2' }, false).href, 'http://127.0.0.1:2/');
+    assert.equal(resolveEndpoint(spec, {}, 'eu-west-1', { ...env, AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: 'true' }, false).href, 'https://acm-pca.eu-west-1.amazonaws.com/');
+    assert.equal(resolveEndpoint(spec, {}, 'us-gov-west-1', {}, true).href, 'https://acm-pca-fips.us-gov-west-1.amazonaws.com/');
+    assert.equal(resolveEndpoint(spec, {}, 'us-east-1', {}, false).href, 'https://acm-pca.us-east-1.amazonaws.com/');
+    assert.equal(resolveEndpoint(spec, {}, 'cn-north-1', {}, false).href, 'https://acm-pca.cn-north-1.amazonaws.com.cn/');
+  });
+
+  it('aws.ts decides FIPS for acm-pca as for the SDK clients: source, config, AWS_USE_FIPS_ENDPOINT, fips_runtime', () => {
+    const off = awsSettings({}, {});
+    assert.equal(endpointChoice('acm-pca', {}, off, {}).fips, undefined);
+    assert.equal(endpointChoice('acm-pca', {}, awsSettings({ fips_runtime: 'require' }, {}), {}).fips, true);
+    assert.equal(endpointChoice('acm-pca', {}, awsSettings({}, { AWS_USE_FIPS_ENDPOINT: 'true' }), {}).fips, true);
+    assert.equal(endpointChoice('acm-pca', { use_fips_endpoint: false }, awsSettings({ fips_runtime: 'require' }, {}), {}).fips, false);
+    assert.equal(endpointChoice('acm-pca', {}, off, { AWS_ENDPOINT_URL_ACM_PCA: 'http://127.0.0.1:9' }).custom, 'AWS_ENDPOINT_URL_ACM_PCA http://127.0.0.1:9');
   });
 });
 
