@@ -12,12 +12,20 @@
  * with node:crypto. In FIPS mode (crypto.getFips() = 1) a key encrypted with anything but
  * PBES2 / PBKDF2 with HMAC-SHA-2 / AES-CBC, or with fewer than 1,000 PBKDF2 iterations
  * (SP 800-132), is refused before decryption, naming what was found.
+ *
+ * Quota: ACM allows an account 10 DescribeCertificate and 5 ExportCertificate calls per second
+ * (per region). The SDK's adaptive retry paces a client's calls once ACM throttles; with many
+ * certificates the queue behind that pacing would spend their fetch_deadline. So the acm
+ * sources of one client share a lane of ACM_LANE_LIMIT source steps at once (see Source.lane).
  */
+
+/** acm source steps of one client in flight at once: the ExportCertificate quota per second. */
+export const ACM_LANE_LIMIT = 5;
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { createPrivateKey, getFips, randomBytes, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
-import { type AwsLocation, awsClient, awsLocation, awsSend, sdk } from '../src/aws.js';
+import { type AwsLocation, awsClient, awsLocation, awsSend, clientKey, sdk } from '../src/aws.js';
 import type { ChecksCurrent, DeployedSummary, Source, SourceFactory } from '../src/contracts.js';
 import { CertdError } from '../src/errors.js';
 import { Material } from '../src/material.js';
@@ -210,6 +218,7 @@ export const acmSource = {
     let last: Material | undefined;
     let described: Described | undefined;
     const source: Source & ChecksCurrent = {
+      lane: { key: clientKey('acm', loc), limit: ACM_LANE_LIMIT },
       async isCurrent(deployed: DeployedSummary, signal) {
         const d = await describe(signal);
         // Kept only for the fetch that follows a "no" in this cycle; a "yes" ends the cycle.

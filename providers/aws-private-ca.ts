@@ -19,10 +19,14 @@
  *
  * IAM: acm-pca:IssueCertificate and acm-pca:GetCertificate on the CA. The wire client is
  * src/aws-json-client.ts (SigV4, default credentials, endpoints incl. FIPS, adaptive retries).
+ *
+ * Quota: the aws-private-ca sources of one client share a lane of PCA_LANE_LIMIT source steps
+ * at once (see Source.lane), as many as the client sends requests at once, so a fleet renewing
+ * together queues at its turn (fetch_deadline starts then), not inside the client.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
-import { type AwsLocation, awsClient, awsLocation, awsSend } from '../src/aws.js';
+import { type AwsLocation, awsClient, awsLocation, awsSend, clientKey } from '../src/aws.js';
 import type { Issuer, SourceFactory } from '../src/contracts.js';
 import { buildCsr, csrPem } from '../src/csr.js';
 import { parseDuration } from '../src/duration.js';
@@ -62,6 +66,9 @@ const schema = z
     path: ['region'],
     message: 'the CA is in the region of its ca_arn: leave region out, or give that one',
   });
+
+/** aws-private-ca source steps of one client in flight at once (the client's MAX_IN_FLIGHT). */
+export const PCA_LANE_LIMIT = 4;
 
 /** How long one fetch waits for GetCertificate to stop answering RequestInProgressException. */
 export const ISSUE_WAIT_MS = 60_000;
@@ -166,6 +173,7 @@ export const awsPrivateCaSource = {
     }
 
     return {
+      lane: { key: clientKey('acm-pca', loc), limit: PCA_LANE_LIMIT },
       dueAt: (deployed) => renewalDue(deployed, cert.renewBeforeMs),
       async fetch(_ref, signal) {
         const now = deps.clock.now().getTime();

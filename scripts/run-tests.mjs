@@ -33,7 +33,7 @@ const FIPS_SUBSET = [
   'integration/fips-provider.test.js', 'integration/aws-sources.test.js', 'integration/aws-pca.test.js', 'integration/keyval.test.js',
   'integration/apisix.test.js', 'integration/rotate-nginx.test.js',
   'integration/report.test.js', 'integration/verify.test.js', 'integration/pkcs11', 'integration/aws-fips-endpoint.test.js',
-  'unit/fips-preflight', 'zz-',
+  'unit/fips-preflight', 'unit/local-ca-keys', 'zz-',
 ];
 const fipsEnv = {};
 if (fipsMode) {

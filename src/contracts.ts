@@ -43,6 +43,20 @@ export interface DeployedSummary {
  */
 export interface Source {
   fetch(ref: FetchRef, signal: AbortSignal): Promise<Material>;
+  /**
+   * Sources whose calls share one quota (an account's ACM request rate) name the same lane: the
+   * cycle runs at most `limit` of the lane's source steps at once, and a certificate's
+   * fetch_deadline starts when its turn comes, so waiting behind the quota is not taken for a
+   * hung endpoint.
+   */
+  readonly lane?: SourceLane;
+}
+
+export interface SourceLane {
+  /** Sources with the same key share the limit ("acm:us-east-1:(sdk default endpoint)"). */
+  readonly key: string;
+  /** Source steps of the lane in flight at once. */
+  readonly limit: number;
 }
 
 /**

@@ -4,7 +4,7 @@
  * stops the others; what is deployed is always a whole, policy-checked set.
  */
 import { createHash } from 'node:crypto';
-import { type ChecksCurrent, checksCurrent, checksDeployment, type DeployedSummary, isIssuer, type Target } from './contracts.js';
+import { type ChecksCurrent, checksCurrent, checksDeployment, type DeployedSummary, isIssuer, type SourceLane, type Target } from './contracts.js';
 import { creditEndpoints, type EndpointLog, endpointsOf, withEndpointLog } from './endpoints.js';
 import { CertdError, messageOf } from './errors.js';
 import type { Material } from './material.js';
@@ -117,11 +117,20 @@ function longestDeadline(rt: Runtime, certs: readonly CertificateRuntime[]): num
 
 /**
  * The longest a cycle over `certs` can take when every wait runs to its limit: the prefetch,
- * one fetch_deadline per round of `concurrency` workers, and each reload (test, reload, and
+ * one fetch_deadline per round of `concurrency` workers (or of a lane's limit), and each reload (test, reload, and
  * both again to roll back) and verification. An upper bound for service managers, never a wait.
  */
 export function cycleBoundMs(rt: Runtime, certs: readonly CertificateRuntime[], concurrency = 64): number {
-  const rounds = Math.max(1, Math.ceil(certs.length / concurrency));
+  // A lane runs its certificates `limit` at a time: that many rounds of deadlines at most.
+  const laned = new Map<string, { n: number; limit: number }>();
+  for (const c of certs) {
+    const lane = c.source.lane;
+    if (!lane) continue;
+    const l = laned.get(lane.key) ?? { n: 0, limit: Math.max(1, lane.limit) };
+    l.n++;
+    laned.set(lane.key, l);
+  }
+  const rounds = Math.max(1, Math.ceil(certs.length / concurrency), ...[...laned.values()].map((l) => Math.ceil(l.n / l.limit)));
   const reloads = new Map<string, number>();
   let verify = 0;
   for (const c of certs) {
@@ -153,6 +162,39 @@ async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => 
     }
   });
   await Promise.all(workers);
+}
+
+/**
+ * The lanes of one cycle: per key, at most `limit` holders; the others wait in arrival order.
+ * When `signal` aborts (certd stopping), every waiter leaves with its reason: one listener for
+ * the whole cycle, however many certificates wait.
+ */
+class Lanes {
+  private readonly lanes = new Map<string, { held: number; queue: { go: () => void; stop: (err: unknown) => void }[] }>();
+
+  constructor(private readonly signal: AbortSignal) {
+    signal.addEventListener('abort', () => {
+      for (const l of this.lanes.values()) for (const w of l.queue.splice(0)) w.stop(signal.reason);
+    }, { once: true });
+  }
+
+  async acquire(lane: SourceLane): Promise<() => void> {
+    let l = this.lanes.get(lane.key);
+    if (!l) this.lanes.set(lane.key, (l = { held: 0, queue: [] }));
+    const entry = l;
+    if (entry.held >= Math.max(1, lane.limit)) {
+      this.signal.throwIfAborted();
+      await new Promise<void>((go, stop) => entry.queue.push({ go, stop }));
+    }
+    entry.held++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      entry.held--;
+      entry.queue.shift()?.go();
+    };
+  }
 }
 
 function summary(g: LastGood | undefined): DeployedSummary | undefined {
@@ -204,11 +246,12 @@ export async function runCycle(rt: Runtime, options: CycleOptions = {}): Promise
     options.onWaiting?.(p);
   }, every);
   ticker.unref();
+  const lanes = new Lanes(fetchSignal);
   try {
     await mapLimit(certs, options.concurrency ?? 64, async (cert) => {
       inFlight.set(cert.name, Date.now());
       const endpoints = called.get(cert.name) ?? new Map();
-      const w = await withEndpointLog(endpoints, () => prepare(rt, cert, { dryRun, force: options.force === true }, signal, fetchSignal));
+      const w = await withEndpointLog(endpoints, () => prepare(rt, cert, { dryRun, force: options.force === true, lanes }, signal, fetchSignal));
       w.endpoints = endpoints;
       inFlight.delete(cert.name);
       work.push(w);
@@ -316,7 +359,7 @@ async function reportLeftBehind(rt: Runtime, w: Work): Promise<void> {
 }
 
 /** Fetch, policy, compare and stage one certificate. Never throws: failures land in the report. */
-async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boolean; force: boolean }, signal: AbortSignal, fetchSignal: AbortSignal = signal): Promise<Work> {
+async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boolean; force: boolean; lanes?: Lanes }, signal: AbortSignal, fetchSignal: AbortSignal = signal): Promise<Work> {
   const dryRun = o.dryRun;
   const state = await rt.state.get(cert.name).catch(() => ({ name: cert.name }) as CertState);
   const w: Work = { cert, state, started: Date.now(), report: { name: cert.name, result: 'failed', durationMs: 0 }, staged: [] };
@@ -324,11 +367,15 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boole
   const deployed = summary(state.lastGood);
   w.report.previousFingerprint = deployed?.fingerprint;
   let expiryTimer: NodeJS.Timeout | undefined;
+  let leaveLane: (() => void) | undefined;
   try {
     // A target that no longer serves the last good deployment (a restarted NGINX Plus, files
     // deleted behind certd's back) gets it again even when the source has nothing new.
     const lost = deployed ? await lostTargets(cert.targets, deployed.fingerprint, fetchSignal) : [];
     if (lost.length > 0) log.warn({ step: 'check', targets: lost, fingerprint: deployed?.fingerprint }, 'a target no longer holds the deployed certificate; deploying again');
+    // A source sharing a quota with others waits for its turn first: that wait is not the
+    // endpoint's, so the deadline starts after it.
+    if (cert.source.lane && o.lanes) leaveLane = await o.lanes.acquire(cert.source.lane);
     // From here the source step has fetch_deadline in all, whatever its retries and timeouts.
     const deadline = fetchDeadline(rt, cert);
     // A timer that holds the event loop (AbortSignal.timeout's does not): a wait that nothing
@@ -353,6 +400,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boole
       }
     }
     const material = await fetchWithRetry(rt, cert, deployed, sourceStep);
+    leaveLane?.();
     Object.assign(w.report, { fingerprint: material.fingerprint, version: material.version, notAfter: material.notAfter.toISOString(), origin: material.origin });
     const findings = policyFindings(material, cert, rt.clock.now());
     const rejects = findings.filter((f) => f.severity === 'reject');
@@ -394,6 +442,7 @@ async function prepare(rt: Runtime, cert: CertificateRuntime, o: { dryRun: boole
   } catch (err) {
     fail(rt, w, err);
   } finally {
+    leaveLane?.();
     clearTimeout(expiryTimer);
     w.report.durationMs = Date.now() - w.started;
   }

@@ -10,15 +10,15 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { awsError, awsSettings, endpointChoice, ACM_PCA_SPEC } from '../../src/aws.js';
-import { AwsJsonClient, AwsServiceError, MAX_RESPONSE_BYTES, parseError, resolveEndpoint } from '../../src/aws-json-client.js';
+import { awsError, awsSettings, clientKey, endpointChoice, ACM_PCA_SPEC } from '../../src/aws.js';
+import { AwsJsonClient, AwsServiceError, MAX_IN_FLIGHT, MAX_RESPONSE_BYTES, parseError, resolveEndpoint } from '../../src/aws-json-client.js';
 import { FakeClock } from '../../src/clock.js';
 import type { ProviderDeps } from '../../src/contracts.js';
 import { buildCsr, csrPem } from '../../src/csr.js';
 import { CertdError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { leafKeyType } from '../../src/schema.js';
-import { awsPrivateCaSource, defaultTemplate, ISSUE_WAIT_MS, validityOf } from '../../providers/aws-private-ca.js';
+import { awsPrivateCaSource, defaultTemplate, ISSUE_WAIT_MS, PCA_LANE_LIMIT, validityOf } from '../../providers/aws-private-ca.js';
 import { registerSecret } from '../helpers/capture.js';
 import { openssl } from '../helpers/tls.js';
 import { DEFAULT_TEST_CREDENTIALS, startAwsPeer, type AwsPeer } from '../peers/aws-peer.js';
@@ -286,6 +286,12 @@ describe('aws-private-ca issuer on a fake clock', () => {
     }
     return p;
   }
+
+  it('shares one lane per client, as wide as the client\'s requests in flight', () => {
+    const { source } = issuer(new FakeClock(new Date()));
+    assert.deepEqual(source.lane, { key: clientKey('acm-pca', { region: 'us-east-1', endpoint: peer.url, request_timeout: '10s', use_fips_endpoint: undefined }), limit: MAX_IN_FLIGHT });
+    assert.equal(PCA_LANE_LIMIT, MAX_IN_FLIGHT);
+  });
 
   it('waits out RequestInProgressException with the fake clock; the region comes from the CA ARN', async () => {
     const clock = new FakeClock(new Date());

@@ -221,6 +221,97 @@ certificates:
     await base.close();
   });
 
+  // A source whose calls share one quota (ACM: 10 DescribeCertificate/s, 5 ExportCertificate/s
+  // per account): its client paces the calls, so a certificate queued behind many others waits
+  // inside its fetch. That wait is the quota, not a hung endpoint: it must not spend the
+  // certificate's fetch_deadline. The source names a lane; the cycle runs at most `limit` of the
+  // lane's source steps at once and starts a certificate's deadline when its turn comes.
+  it('certificates queued behind a shared quota do not spend their fetch_deadline waiting for their turn', async () => {
+    const names = Array.from({ length: 24 }, (_, i) => `q${i}`);
+    const yaml = `state_dir: ${root}/state-lane
+policy: { trust_anchors: ${root}/pki-deadline/root.pem }
+fetch_deadline: 1s
+certificates:
+${names.map((n) => `  - name: ${n}
+    source: { type: file, cert: src-ok/cert.pem, key: src-ok/key.pem, chain: src-ok/chain.pem }
+    targets: [{ type: tmpfs, dir: ${root}/state-lane-out/${n} }]`).join('\n')}
+`;
+    const base = await buildRuntime(loaded(yaml), { log: silentLogger });
+    // One call per 100 ms for the whole account, like the SDK's client-side rate limiter.
+    let nextSlot = Date.now();
+    const paced = async (): Promise<void> => {
+      const at = Math.max(Date.now(), nextSlot);
+      nextSlot = at + 100;
+      await new Promise((r) => setTimeout(r, at - Date.now()));
+    };
+    let inFlight = 0;
+    let most = 0;
+    const rt = {
+      ...base,
+      certificates: base.certificates.map((c) => ({
+        ...c,
+        source: {
+          lane: { key: 'test-quota', limit: 4 },
+          fetch: async (ref: Parameters<typeof c.source.fetch>[0], signal: AbortSignal) => {
+            most = Math.max(most, ++inFlight);
+            try {
+              await paced();
+              return await c.source.fetch(ref, signal);
+            } finally {
+              inFlight--;
+            }
+          },
+        },
+      })),
+    };
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    const started = Date.now();
+    const report = await runCycle(rt).finally(() => process.off('warning', onWarning));
+    assert.deepEqual(warnings.filter((w) => /MaxListeners/.test(w)), [], 'twenty waiters do not each listen on the cycle\'s signal');
+    assert.deepEqual(report.certificates.filter((c) => c.result !== 'deployed').map((c) => `${c.name}: ${c.error?.message ?? c.result}`), [], 'every certificate deployed: the 2.4 s of queueing is not charged to the 1 s deadlines');
+    assert.equal(most, 4, 'at most the lane\'s limit of source steps at once');
+    assert.ok(Date.now() - started >= 2_000, 'the quota still paced the calls');
+    await base.close();
+  });
+
+  it('a stop ends the certificates still waiting for their lane at once, without a call to their source', async () => {
+    const names = ['w0', 'w1', 'w2', 'w3'];
+    const yaml = `state_dir: ${root}/state-lane-stop
+policy: { trust_anchors: ${root}/pki-deadline/root.pem }
+fetch_deadline: 20s
+certificates:
+${names.map((n) => `  - name: ${n}
+    source: { type: file, cert: src-ok/cert.pem, key: src-ok/key.pem, chain: src-ok/chain.pem }
+    targets: [{ type: tmpfs, dir: ${root}/state-lane-stop-out/${n} }]`).join('\n')}
+`;
+    const base = await buildRuntime(loaded(yaml), { log: silentLogger });
+    const called: string[] = [];
+    const rt = {
+      ...base,
+      certificates: base.certificates.map((c) => ({
+        ...c,
+        source: {
+          lane: { key: 'one-at-a-time', limit: 1 },
+          // Answers only when the cycle is stopped.
+          fetch: (_ref: unknown, signal: AbortSignal) => {
+            called.push(c.name);
+            return new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
+          },
+        },
+      })),
+    };
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(new Error('certd is stopping')), 200);
+    const started = Date.now();
+    const report = await runCycle(rt, { stop: stop.signal });
+    assert.ok(Date.now() - started < 5_000, `the cycle ended soon after the stop, not at fetch_deadline (${Date.now() - started} ms)`);
+    assert.deepEqual(called, ['w0'], 'only the lane\'s holder reached its source');
+    assert.deepEqual(report.certificates.map((c) => c.result), ['failed', 'failed', 'failed', 'failed']);
+    await base.close();
+  });
+
   it('a wrong-typed fetch_deadline is a config error naming the type', () => {
     assert.throws(() => parseConfigText('fetch_deadline: 30\n'), /fetch_deadline.*expected a duration string.*got number 30/s);
     assert.throws(() => parseConfigText('fetch_deadline: soon\n'), /fetch_deadline.*expected a duration string/s);
