@@ -12,11 +12,12 @@ import { secretsManagerSource } from './secrets-manager.js';
 import { ssmSource } from './ssm.js';
 import { kmsCaSource } from './kms-ca.js';
 import { acmSource } from './acm.js';
+import { awsPrivateCaSource } from './aws-private-ca.js';
 import { tmpfsTarget } from './tmpfs.js';
 import { nginxPlusKeyvalTarget } from './nginx-plus-keyval.js';
 import { apisixTarget } from './apisix.js';
 
-export const sourceFactories: readonly SourceFactory[] = unique('source', [fileSource, localCaSource, pkcs11Source, pkcs11CaSource, secretsManagerSource, ssmSource, kmsCaSource, acmSource] as SourceFactory[]);
+export const sourceFactories: readonly SourceFactory[] = unique('source', [fileSource, localCaSource, pkcs11Source, pkcs11CaSource, secretsManagerSource, ssmSource, kmsCaSource, acmSource, awsPrivateCaSource] as SourceFactory[]);
 
 export const targetFactories: readonly TargetFactory[] = unique('target', [tmpfsTarget, nginxPlusKeyvalTarget, apisixTarget] as TargetFactory[]);
 

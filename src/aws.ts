@@ -27,7 +27,7 @@ import { type EndpointKind, recordEndpoint } from './endpoints.js';
 import { CertdError, messageOf } from './errors.js';
 import { requiresFips } from './fips.js';
 
-export type AwsService = 'secrets-manager' | 'ssm' | 'kms' | 'acm';
+export type AwsService = 'secrets-manager' | 'ssm' | 'kms' | 'acm' | 'acm-pca';
 
 export interface AwsLocation {
   readonly region?: string | undefined;
@@ -87,6 +87,7 @@ const ENDPOINT_ENV: Readonly<Record<AwsService, string>> = {
   ssm: 'AWS_ENDPOINT_URL_SSM',
   kms: 'AWS_ENDPOINT_URL_KMS',
   acm: 'AWS_ENDPOINT_URL_ACM',
+  'acm-pca': 'AWS_ENDPOINT_URL_ACM_PCA',
 };
 
 /** The endpoint `service` is given explicitly (config, else the SDK's environment variables). */
@@ -150,6 +151,9 @@ interface SdkClient extends AwsClient {
   };
 }
 
+/** ACM Private CA on the wire (no SDK client of the same generation as the others: see aws-json-client.ts). */
+export const ACM_PCA_SPEC = { targetPrefix: 'ACMPrivateCA', signingName: 'acm-pca', endpointPrefix: 'acm-pca', envName: 'ACM_PCA' } as const;
+
 async function makeClient(deps: ProviderDeps, service: AwsService, loc: AwsLocation): Promise<AwsClient> {
   const choice = endpointChoice(service, loc, deps.aws ?? awsSettings({}, deps.env), deps.env);
   if (choice.custom !== undefined && choice.fips === true) {
@@ -157,6 +161,19 @@ async function makeClient(deps: ProviderDeps, service: AwsService, loc: AwsLocat
       { step: 'aws', service, endpoint: choice.custom, use_fips_endpoint: true, from: choice.from },
       `${service}: ${choice.custom} is used as given (a custom endpoint); use_fips_endpoint does not apply to it, so it must itself be a FIPS endpoint`,
     );
+  }
+  if (service === 'acm-pca') {
+    const m = await import('./aws-json-client.js');
+    // No SDK chain to defer to: "the SDK decides" (no setting anywhere) means the ordinary endpoint.
+    const fips = choice.custom === undefined && choice.fips === true;
+    const kind: EndpointKind = choice.custom !== undefined ? 'custom' : fips ? 'fips' : 'standard';
+    return new m.AwsJsonClient(ACM_PCA_SPEC, loc, {
+      env: deps.env,
+      useFipsEndpoint: fips,
+      // Signed at certd's clock, so that a test's fake clock and the peer's agree.
+      now: () => deps.clock.now(),
+      onRequest: (host) => recordEndpoint({ service, host, kind }),
+    });
   }
   const client = await sdkClient(service, clientOptions(loc, choice));
   // What the SDK resolved (the shared config file included when nothing above decided).
@@ -176,7 +193,7 @@ async function makeClient(deps: ProviderDeps, service: AwsService, loc: AwsLocat
   return client;
 }
 
-async function sdkClient(service: AwsService, options: Record<string, unknown>): Promise<SdkClient> {
+async function sdkClient(service: Exclude<AwsService, 'acm-pca'>, options: Record<string, unknown>): Promise<SdkClient> {
   switch (service) {
     case 'secrets-manager': {
       const m = await import('@aws-sdk/client-secrets-manager');
@@ -302,7 +319,16 @@ export function awsError(err: unknown, ctx: AwsRequestContext): CertdError {
   if (name === 'DecryptionFailure') {
     return make(`Secrets Manager could not decrypt ${ctx.resource} with its KMS key: the role needs kms:Decrypt on that key`, true);
   }
-  if (name === 'ValidationException' || name === 'InvalidParameterException' || name === 'InvalidRequestException') {
+  if (name === 'MalformedCSRException') {
+    return make(`AWS Private CA refused the certificate signing request (MalformedCSRException)${detail ? `: ${detail}` : ''}`, true);
+  }
+  if (name === 'InvalidStateException') {
+    return make(`the private CA cannot do this in its current state (InvalidStateException; it must be ACTIVE)${detail ? `: ${detail}` : ''}`, true);
+  }
+  if (name === 'RequestFailedException') {
+    return make(`AWS Private CA could not issue the certificate (RequestFailedException)${detail ? `: ${detail}` : ''}`, false);
+  }
+  if (name === 'ValidationException' || name === 'InvalidParameterException' || name === 'InvalidRequestException' || name === 'InvalidArgsException' || name === 'InvalidArnException') {
     return make(`the request was refused as invalid (${name})${detail ? `: ${detail}` : ''}`, true);
   }
   if (/region is missing/i.test(detail)) {

@@ -60,8 +60,9 @@ export interface SourceLane {
 }
 
 /**
- * An issuer is a source that mints certificates (local-ca, pkcs11-ca, kms-ca). The cycle calls
- * `fetch` only when `dueAt` of what is deployed has passed, so issuing is not repeated each cycle.
+ * An issuer is a source that mints certificates (local-ca, pkcs11-ca, kms-ca, aws-private-ca).
+ * The cycle calls `fetch` only when `dueAt` of what is deployed has passed, so issuing is not
+ * repeated each cycle.
  */
 export interface Issuer extends Source {
   /** When the deployed certificate must be renewed: renew_before or 2/3 of its lifetime. */

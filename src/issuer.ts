@@ -4,7 +4,7 @@
  * (kms-ca) all issue through the same code. The leaf key is generated here, in memory, and
  * leaves this process only through a target.
  */
-import { createHash, generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, generateKeyPairSync, type KeyObject, randomBytes, X509Certificate } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import {
   AlgorithmIdentifier,
@@ -81,7 +81,8 @@ export interface LeafRequest {
   now: Date;
 }
 
-function generateLeafKey(keyType: LeafKeyType): { spki: Buffer; pkcs8Pem: string; rsa: boolean } {
+/** A fresh leaf key, in memory: its public key (SPKI DER), PKCS#8 PEM and the KeyObject (for a CSR). */
+export function generateLeafKey(keyType: LeafKeyType): { spki: Buffer; pkcs8Pem: string; rsa: boolean; privateKey: KeyObject } {
   const rsa = keyType.startsWith('rsa-');
   const { publicKey, privateKey } = rsa
     ? generateKeyPairSync('rsa', { modulusLength: Number(keyType.slice(4)), publicExponent: 65537 })
@@ -90,10 +91,11 @@ function generateLeafKey(keyType: LeafKeyType): { spki: Buffer; pkcs8Pem: string
     spki: publicKey.export({ type: 'spki', format: 'der' }),
     pkcs8Pem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
     rsa,
+    privateKey,
   };
 }
 
-function nameFromCn(cn: string): Name {
+export function nameFromCn(cn: string): Name {
   return new Name([
     new RelativeDistinguishedName([
       new AttributeTypeAndValue({ type: '2.5.4.3', value: new AttributeValue({ utf8String: cn }) }),
@@ -125,27 +127,49 @@ export interface TbsParams {
   authorityKeyId?: Buffer | undefined;
 }
 
+/** keyUsage of a TLS server leaf: digitalSignature, and keyEncipherment for an RSA key only (P-KU). */
+function leafKeyUsage(rsaKey: boolean): Extension {
+  return makeExtension(id_ce_keyUsage, true, new KeyUsage(KeyUsageFlags.digitalSignature | (rsaKey ? KeyUsageFlags.keyEncipherment : 0)));
+}
+
+/** serverAuth EKU and the DNS SANs of a leaf. */
+function leafNameExtensions(dnsNames: readonly string[]): Extension[] {
+  return [
+    makeExtension(id_ce_extKeyUsage, false, new ExtendedKeyUsage([id_kp_serverAuth])),
+    makeExtension(id_ce_subjectAltName, false, new SubjectAlternativeName(dnsNames.map((d) => new GeneralName({ dNSName: d })))),
+  ];
+}
+
+/** The extensions a leaf's CSR asks for: the leaf's keyUsage, serverAuth and its DNS SANs. */
+export function leafRequestExtensions(dnsNames: readonly string[], rsaKey: boolean): Extensions {
+  return new Extensions([leafKeyUsage(rsaKey), ...leafNameExtensions(dnsNames)]);
+}
+
+/** The signature algorithm a leaf key signs its own CSR with. */
+export function selfSignatureAlgorithm(key: KeyObject): SignatureAlgorithm {
+  if (key.asymmetricKeyType === 'rsa') return 'sha256WithRSAEncryption';
+  return key.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? 'ecdsa-with-SHA384' : 'ecdsa-with-SHA256';
+}
+
+/** The AlgorithmIdentifier of a signature algorithm (NULL parameters for RSA, none for ECDSA). */
+export function algorithmIdentifier(algorithm: SignatureAlgorithm): AlgorithmIdentifier {
+  const sig = SIG_OIDS[algorithm];
+  return new AlgorithmIdentifier({ algorithm: sig.oid, ...(sig.nullParams ? { parameters: null } : {}) });
+}
+
+export function hashOf(algorithm: SignatureAlgorithm): 'sha256' | 'sha384' {
+  return SIG_OIDS[algorithm].hash;
+}
+
 export function buildTbs(p: TbsParams): TBSCertificate {
-  const sig = SIG_OIDS[p.algorithm];
   const extensions: Extension[] = [
     makeExtension(id_ce_basicConstraints, true, new BasicConstraints(p.ca ? { cA: true } : { cA: false })),
-    makeExtension(
-      id_ce_keyUsage,
-      true,
-      new KeyUsage(
-        p.ca
-          ? KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign | KeyUsageFlags.digitalSignature
-          : KeyUsageFlags.digitalSignature | (p.rsaKey ? KeyUsageFlags.keyEncipherment : 0),
-      ),
-    ),
+    p.ca
+      ? makeExtension(id_ce_keyUsage, true, new KeyUsage(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign | KeyUsageFlags.digitalSignature))
+      : leafKeyUsage(p.rsaKey),
     makeExtension(id_ce_subjectKeyIdentifier, false, new SubjectKeyIdentifier(keyIdOf(p.spki))),
   ];
-  if (!p.ca) {
-    extensions.push(makeExtension(id_ce_extKeyUsage, false, new ExtendedKeyUsage([id_kp_serverAuth])));
-    extensions.push(
-      makeExtension(id_ce_subjectAltName, false, new SubjectAlternativeName(p.dnsNames.map((d) => new GeneralName({ dNSName: d })))),
-    );
-  }
+  if (!p.ca) extensions.push(...leafNameExtensions(p.dnsNames));
   if (p.authorityKeyId) {
     extensions.push(
       makeExtension(id_ce_authorityKeyIdentifier, false, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(p.authorityKeyId) })),
@@ -154,7 +178,7 @@ export function buildTbs(p: TbsParams): TBSCertificate {
   return new TBSCertificate({
     version: Version.v3,
     serialNumber: new Uint8Array(p.serial).buffer as ArrayBuffer,
-    signature: new AlgorithmIdentifier({ algorithm: sig.oid, ...(sig.nullParams ? { parameters: null } : {}) }),
+    signature: algorithmIdentifier(p.algorithm),
     issuer: p.issuer,
     validity: new Validity({ notBefore: p.notBefore, notAfter: p.notAfter }),
     subject: p.subject,

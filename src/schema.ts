@@ -69,10 +69,26 @@ export const duration = (fallback: string) => durationString().default(fallback)
 /** A duration string with no default (an override of a top-level setting). */
 export const optionalDuration = () => durationString().optional();
 
-/** Key types an issuer can generate for the leaf. */
-export const leafKeyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']).default('ec-p256');
+const LEAF_KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'] as const;
 
-/** Keys common to every issuer (local-ca, pkcs11-ca, kms-ca). */
+/** Why a key type an issuer will not make is refused, by the policy rule it would break. */
+export function refusedKeyType(value: unknown): string {
+  const text = typeof value === 'string' ? value.toLowerCase() : '';
+  const rsa = /^rsa-?(\d+)$/.exec(text);
+  const choices = `expected one of ${LEAF_KEY_TYPES.join(', ')}`;
+  if (rsa && Number(rsa[1]) < 2048) return `${choices}: ${value as string} breaks P-RSA-MIN (SP 800-131A r2 allows no RSA below 2048 bits)`;
+  if (/^(ec-)?(p-?192|p-?224|secp256k1|brainpool.*|prime192v1|secp224r1)$/.test(text)) return `${choices}: ${value as string} breaks P-EC-CURVE (certd issues on P-256 and P-384 only)`;
+  if (/^(ed25519|ed448)$/.test(text)) return `${choices}: ${value as string} is refused by P-EDDSA for issued leaves`;
+  if (/^(dsa|ec-p521)/.test(text)) return `${choices}: certd does not issue ${value as string} leaves${text.startsWith('dsa') ? ' (P-DSA)' : ''}`;
+  return choices;
+}
+
+/** Key types an issuer can generate for the leaf; a refused one is named with its policy rule. */
+export const leafKeyType = z
+  .enum(LEAF_KEY_TYPES, { error: (iss) => (iss.input === undefined ? undefined : refusedKeyType(iss.input)) })
+  .default('ec-p256');
+
+/** Keys common to every issuer (local-ca, pkcs11-ca, kms-ca, aws-private-ca). */
 export const issuerFields = {
   dns_names: z.array(z.string().min(1)).min(1, 'an issuer needs at least one DNS name'),
   subject: z.string().optional(),

@@ -36,9 +36,10 @@ export const rotateCommand: Command = {
   --now              required: run the cycle now
   -c, --config F     config file (default: $CERTD_CONFIG, else /etc/certd/config.yaml)
   --cert NAME        only this certificate
-  --force            deploy although nothing changed: issuers (local-ca, pkcs11-ca, kms-ca) issue
-                     a new certificate and key before theirs is due (a key believed compromised),
-                     and every other certificate is written to its targets again
+  --force            deploy although nothing changed: issuers (local-ca, pkcs11-ca, kms-ca,
+                     aws-private-ca) issue a new certificate and key before theirs is due (a key
+                     believed compromised), and every other certificate is written to its
+                     targets again
   --dry-run          fetch and check, report what would be deployed; change nothing
   --json             print the cycle report as JSON on stdout
 

@@ -28,6 +28,8 @@ const SM_FIPS = `secretsmanager-fips.${REGION}.amazonaws.com`;
 const SM = `secretsmanager.${REGION}.amazonaws.com`;
 const KMS_FIPS = `kms-fips.${REGION}.amazonaws.com`;
 const SSM_FIPS = `ssm-fips.${REGION}.amazonaws.com`;
+const PCA_FIPS = `acm-pca-fips.${REGION}.amazonaws.com`;
+const PCA = `acm-pca.${REGION}.amazonaws.com`;
 const CONTEXT = { app: 'web', env: 'fips' };
 const DNS_PRELOAD = fileURLToPath(new URL('../helpers/aws-dns.js', import.meta.url));
 
@@ -81,17 +83,19 @@ describe('AWS FIPS endpoints (use_fips_endpoint) through the endpoint the SDK re
   let web: Issued;
   let kmsLeaf: Issued;
   let fleetLeaf: Issued;
+  let pcaCa: { arn: string; certPem: string };
 
   before(async () => {
     if (process.getuid?.() !== 0) throw new Error('this test listens on 127.0.0.1:443: run it as root');
     pki = new TestPki(join(dir, 'pki'));
-    const endpoint = pki.leaf('aws-endpoints', { dns: [SM_FIPS, SM, KMS_FIPS, SSM_FIPS] });
+    const endpoint = pki.leaf('aws-endpoints', { dns: [SM_FIPS, SM, KMS_FIPS, SSM_FIPS, PCA_FIPS, PCA] });
     peer = await startAwsPeer({ region: REGION, tls: { key: readFileSync(endpoint.keyPath, 'utf8'), cert: endpoint.certPem + pki.intermediate.certPem, port: 443 } });
     web = pki.leaf('web', { dns: ['web.fips.certd.test'] });
     kmsLeaf = pki.leaf('kmskey', { dns: ['kms.fips.certd.test'] });
     fleetLeaf = pki.leaf('fleet-a', { dns: ['a.fleet.fips.certd.test'] });
     await putParameterSet(peer, '/tls/a', pki, fleetLeaf);
     await createSecret(peer, 'prod/web', secretJson(pki, web));
+    pcaCa = peer.pca.createCa('ec-p256');
     const keyId = await createSymmetricKey(peer);
     await createSecret(peer, 'prod/kms', secretJson(pki, kmsLeaf, await kmsEncrypt(peer, keyId, readFileSync(kmsLeaf.keyPath), CONTEXT)));
   });
@@ -215,6 +219,29 @@ describe('AWS FIPS endpoints (use_fips_endpoint) through the endpoint the SDK re
     assert.match(r.stderr, /endpoint https:\/\/secretsmanager-fips\.us-east-1\.amazonaws\.com is used as given \(a custom endpoint\); use_fips_endpoint does not apply to it, so it must itself be a FIPS endpoint/);
     assert.deepEqual(peer.seenHosts.map((h) => h.host), [SM_FIPS]);
     assert.deepEqual((await status(cfg, e)).json.certificates[0]?.endpoints, [{ service: 'secrets-manager', host: SM_FIPS, kind: 'custom' }]);
+  });
+
+  it('aws-private-ca (certd\'s own ACM PCA client) follows the same choice: use_fips_endpoint calls acm-pca-fips, a source\'s false the ordinary host', async () => {
+    const anchors = join(dir, 'pca-anchors.pem');
+    writeFileSync(anchors, readFileSync(pki.root.certPath, 'utf8') + pcaCa.certPem);
+    const entry = (name: string, extra: Record<string, unknown> = {}) => ({
+      name,
+      source: { type: 'aws-private-ca', ca_arn: pcaCa.arn, signing_algorithm: 'SHA256WITHECDSA', dns_names: [`${name}.fips.certd.test`], ...extra },
+      targets: [{ type: 'tmpfs', dir: join(dir, 'pca', 'deploy', name) }],
+    });
+    const e = env({ AWS_ENDPOINT_URL_ACM_PCA: undefined });
+    const fipsCfg = config('pca', { use_fips_endpoint: true, policy: { trust_anchors: anchors } }, [entry('pca')]);
+    await rotate(fipsCfg, e);
+    assert.deepEqual([...new Set(peer.seenHosts.map((h) => `${h.op} ${h.host} ${h.servername}`))].sort(), [
+      `ACMPrivateCA.GetCertificate ${PCA_FIPS} ${PCA_FIPS}`,
+      `ACMPrivateCA.IssueCertificate ${PCA_FIPS} ${PCA_FIPS}`,
+    ]);
+    assert.deepEqual((await status(fipsCfg, e)).json.certificates[0]?.endpoints, [{ service: 'acm-pca', host: PCA_FIPS, kind: 'fips' }]);
+
+    const offCfg = config('pca-off', { use_fips_endpoint: true, policy: { trust_anchors: anchors } }, [entry('pca-off', { use_fips_endpoint: false })]);
+    await rotate(offCfg, e);
+    assert.deepEqual([...new Set(peer.seenHosts.map((h) => h.host))], [PCA]);
+    assert.deepEqual((await status(offCfg, e)).json.certificates[0]?.endpoints, [{ service: 'acm-pca', host: PCA, kind: 'standard' }]);
   });
 
   it('cross-check: awscli with AWS_USE_FIPS_ENDPOINT=true and no --endpoint-url calls the same -fips host (and the ordinary one without it)', async () => {

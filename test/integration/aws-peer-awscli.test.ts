@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { access, constants as fsConstants, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { registerSecret } from '../helpers/capture.js';
-import { createHash, createPublicKey, constants, verify as nodeVerify } from 'node:crypto';
+import { createHash, createPublicKey, constants, verify as nodeVerify, X509Certificate } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_TEST_CREDENTIALS, startAwsPeer, type AwsPeer } from '../peers/aws-peer.js';
@@ -231,6 +231,67 @@ describe('AWS peer cross-checked by Debian awscli', () => {
     peer.inject({ op: 'CertificateManager.DescribeCertificate', kind: 'throttle' });
     await awsFails(['acm', 'describe-certificate', '--certificate-arn', arn], 'ThrottlingException');
     await awsFails(['acm', 'describe-certificate', '--certificate-arn', arn.replace(/[0-9a-f]{12}$/, '000000000000')], 'ResourceNotFoundException');
+  });
+
+  it('acm-pca: issue-certificate with an openssl CSR, get-certificate after RequestInProgressException, the waiter; denied, throttled and malformed answers', async () => {
+    const ca = peer.pca.createCa('ec-p384');
+    const key = join(dir, 'pca-key.pem');
+    const csr = join(dir, 'pca.csr');
+    await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', csr,
+      '-subj', '/CN=pca.awscli.certd.test', '-addext', 'subjectAltName=DNS:pca.awscli.certd.test']);
+    registerSecret('private-key', await readFile(key));
+    const issueArgs = ['acm-pca', 'issue-certificate', '--certificate-authority-arn', ca.arn, '--csr', `fileb://${csr}`,
+      '--signing-algorithm', 'SHA384WITHECDSA', '--validity', 'Value=7,Type=DAYS', '--idempotency-token', 'awscli-pca-1'];
+    const issued = await awsJson(issueArgs);
+    const arn = String(issued['CertificateArn']);
+    assert.match(arn, /^arn:aws:acm-pca:us-east-1:123456789012:certificate-authority\/[0-9a-f-]{36}\/certificate\/[0-9a-f]+$/);
+    assert.ok(arn.startsWith(`${ca.arn}/certificate/`));
+    assert.equal((await awsJson(issueArgs))['CertificateArn'], arn, 'the same idempotency token issues once');
+    assert.equal(peer.pca.issued.filter((i) => i.arn === arn).length, 1);
+
+    const getArgs = ['acm-pca', 'get-certificate', '--certificate-authority-arn', ca.arn, '--certificate-arn', arn];
+    peer.pca.inProgressCalls = 1;
+    try {
+      const stderr = await awsFails(getArgs, 'RequestInProgressException');
+      assert.match(stderr, /still in progress/);
+    } finally {
+      peer.pca.inProgressCalls = 0;
+    }
+    const got = await awsJson(getArgs);
+    const certFile = join(dir, 'pca-cert.pem');
+    await writeFile(certFile, `${String(got['Certificate'])}\n`);
+    assert.equal(String(got['CertificateChain']).trim(), ca.certPem.trim());
+    assert.match(await openssl(['verify', '-CAfile', ca.certPath, '-purpose', 'sslserver', certFile]), /: OK/);
+    const text = await openssl(['x509', '-in', certFile, '-noout', '-text']);
+    assert.match(text, /Signature Algorithm: ecdsa-with-SHA384/);
+    assert.match(text, /DNS:pca\.awscli\.certd\.test/);
+    assert.match(text, /Digital Signature, Key Encipherment/, 'EndEntityCertificate/V1 (the default) sets its own keyUsage');
+    const leaf = new X509Certificate(await readFile(certFile));
+    const days = (new Date(leaf.validTo).getTime() - Date.now()) / 86_400_000;
+    assert.ok(days > 6.9 && days <= 7, `Validity 7 DAYS (${days})`);
+    const pubOf = (args: string[]) => openssl(['pkey', ...args, '-pubout']);
+    assert.equal(await pubOf(['-in', key]), leaf.publicKey.export({ type: 'spki', format: 'pem' }), 'the certificate holds the CSR\'s key');
+
+    // botocore's own waiter (GetCertificate every 3 s until it stops answering RequestInProgressException).
+    const second = String((await awsJson([...issueArgs.slice(0, -1), 'awscli-pca-2']))['CertificateArn']);
+    peer.pca.inProgressCalls = 1;
+    try {
+      const waited = await aws(['acm-pca', 'wait', 'certificate-issued', '--certificate-authority-arn', ca.arn, '--certificate-arn', second]);
+      assert.equal(waited.code, 0, waited.stderr);
+    } finally {
+      peer.pca.inProgressCalls = 0;
+    }
+
+    const garbage = join(dir, 'garbage.csr');
+    await writeFile(garbage, 'not a CSR');
+    await awsFails(['acm-pca', 'issue-certificate', '--certificate-authority-arn', ca.arn, '--csr', `fileb://${garbage}`, '--signing-algorithm', 'SHA256WITHECDSA', '--validity', 'Value=1,Type=DAYS'], 'MalformedCSRException');
+    await awsFails([...issueArgs.slice(0, 7), 'SHA256WITHRSA', '--validity', 'Value=1,Type=DAYS'], 'InvalidArgsException');
+    peer.inject({ op: 'ACMPrivateCA.IssueCertificate', kind: 'denied' });
+    const denied = await awsFails(issueArgs, 'AccessDeniedException');
+    assert.match(denied, /not authorized to perform: acm-pca:IssueCertificate/);
+    peer.inject({ op: 'ACMPrivateCA.GetCertificate', kind: 'throttle' });
+    await awsFails(getArgs, 'ThrottlingException');
+    await awsFails(['acm-pca', 'get-certificate', '--certificate-authority-arn', ca.arn, '--certificate-arn', `${ca.arn}/certificate/00`], 'ResourceNotFoundException');
   });
 
   it('refuses a wrong secret key and an unknown access key; every accepted call was signed by the test key', async () => {

@@ -1,4 +1,4 @@
-// A local AWS endpoint for Secrets Manager, SSM Parameter Store, KMS and ACM that speaks the JSON 1.1
+// A local AWS endpoint for Secrets Manager, SSM Parameter Store, KMS, ACM and ACM PCA that speaks the JSON 1.1
 // wire protocol and verifies SigV4 as AWS does, so certd's tests and benchmarks exercise the real
 // SDK (signing, retries, error parsing) against real sockets. State is in memory per peer.
 //
@@ -14,6 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { AcmService } from './aws-acm.js';
+import { AcmPcaService } from './aws-acm-pca.js';
 import { AwsError } from './aws-error.js';
 import { KmsService } from './aws-kms.js';
 import { SecretsManagerService } from './aws-secrets-manager.js';
@@ -52,6 +53,9 @@ export const QUOTA_BUCKETS: Readonly<Record<string, { rate: number; ops: readonl
   // ACM: assumed figures (PROTOCOLS.md gives none): DescribeCertificate 10/s, ExportCertificate 5/s.
   'acm.DescribeCertificate': { rate: 10, ops: ['CertificateManager.DescribeCertificate'] },
   'acm.ExportCertificate': { rate: 5, ops: ['CertificateManager.ExportCertificate'] },
+  // ACM PCA: assumed figures (PROTOCOLS.md gives none): IssueCertificate 25/s, GetCertificate 50/s.
+  'acm-pca.IssueCertificate': { rate: 25, ops: ['ACMPrivateCA.IssueCertificate'] },
+  'acm-pca.GetCertificate': { rate: 50, ops: ['ACMPrivateCA.GetCertificate'] },
   'kms.symmetric': { rate: 10_000, ops: ['TrentService.Encrypt', 'TrentService.Decrypt'] },
   'kms.rsa': { rate: 500, ops: ['TrentService.Sign', 'TrentService.Encrypt', 'TrentService.Decrypt'] },
   'kms.ecc': { rate: 300, ops: ['TrentService.Sign'] },
@@ -127,6 +131,8 @@ export interface AwsPeer {
   allowSecret(name: string): void;
   /** The emulated ACM, for its test hooks (export counts, export cipher, renewal status). */
   readonly acm: AcmService;
+  /** The emulated ACM PCA, for its test hooks (CAs, RequestInProgress answers, issue records). */
+  readonly pca: AcmPcaService;
   /** Runs an operation without HTTP, signing, faults or quotas: for seeding state. */
   invoke(target: string, input: Record<string, unknown>): Promise<unknown>;
   close(): Promise<void>;
@@ -165,7 +171,8 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
   const secretsManager = new SecretsManagerService(ctx);
   const ssm = new SsmService(ctx, kms, opts.shortPages === undefined ? {} : { shortPages: opts.shortPages });
   const acm = new AcmService(ctx);
-  const services = new Map<string, EmulatedService>([secretsManager, ssm, kms, acm].map((s) => [s.targetPrefix, s]));
+  const pca = new AcmPcaService(ctx);
+  const services = new Map<string, EmulatedService>([secretsManager, ssm, kms, acm, pca].map((s) => [s.targetPrefix, s]));
 
   const buckets = makeBuckets(opts.quotas, now());
   const calls: Record<string, number> = {};
@@ -378,6 +385,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     denySecret: (name) => secretsManager.deny(name),
     allowSecret: (name) => secretsManager.allow(name),
     acm,
+    pca,
     async invoke(target, input) {
       const dot = target.indexOf('.');
       const op = services.get(target.slice(0, dot))?.operations[target.slice(dot + 1)];
@@ -388,6 +396,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
       for (const t of timers) clearTimeout(t);
       timers.clear();
       for (const res of hung) res.destroy();
+      pca.close();
       return listening.close();
     },
   };
