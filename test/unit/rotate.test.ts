@@ -173,6 +173,26 @@ certificates:
   });
 });
 
+/** A config of file-sourced certificates `names` with one fetch_deadline, for the lane cases. */
+function laneConfig(dir: string, names: readonly string[], deadline: string): string {
+  return `state_dir: ${root}/${dir}
+policy: { trust_anchors: ${root}/pki-deadline/root.pem }
+fetch_deadline: ${deadline}
+certificates:
+${names.map((n) => `  - name: ${n}
+    source: { type: file, cert: src-ok/cert.pem, key: src-ok/key.pem, chain: src-ok/chain.pem }
+    targets: [{ type: tmpfs, dir: ${root}/${dir}-out/${n} }]`).join('\n')}
+`;
+}
+
+type Runtime = Awaited<ReturnType<typeof buildRuntime>>;
+type FileSource = Runtime['certificates'][number]['source'];
+
+/** `base` with every certificate's source in `lane`, fetching through `fetch` (given the file source). */
+function inLane(base: Runtime, lane: { key: string; limit: number }, fetch: (file: FileSource, ref: Parameters<FileSource['fetch']>[0], signal: AbortSignal, name: string) => ReturnType<FileSource['fetch']>): Runtime {
+  return { ...base, certificates: base.certificates.map((c) => ({ ...c, source: { lane, fetch: (ref, signal) => fetch(c.source, ref, signal, c.name) } })) };
+}
+
 describe('fetch_deadline: a source that never answers', () => {
   let pki: TestPki;
   before(() => {
@@ -227,16 +247,7 @@ certificates:
   // certificate's fetch_deadline. The source names a lane; the cycle runs at most `limit` of the
   // lane's source steps at once and starts a certificate's deadline when its turn comes.
   it('certificates queued behind a shared quota do not spend their fetch_deadline waiting for their turn', async () => {
-    const names = Array.from({ length: 24 }, (_, i) => `q${i}`);
-    const yaml = `state_dir: ${root}/state-lane
-policy: { trust_anchors: ${root}/pki-deadline/root.pem }
-fetch_deadline: 1s
-certificates:
-${names.map((n) => `  - name: ${n}
-    source: { type: file, cert: src-ok/cert.pem, key: src-ok/key.pem, chain: src-ok/chain.pem }
-    targets: [{ type: tmpfs, dir: ${root}/state-lane-out/${n} }]`).join('\n')}
-`;
-    const base = await buildRuntime(loaded(yaml), { log: silentLogger });
+    const base = await buildRuntime(loaded(laneConfig('state-lane', Array.from({ length: 24 }, (_, i) => `q${i}`), '1s')), { log: silentLogger });
     // One call per 100 ms for the whole account, like the SDK's client-side rate limiter.
     let nextSlot = Date.now();
     const paced = async (): Promise<void> => {
@@ -246,24 +257,15 @@ ${names.map((n) => `  - name: ${n}
     };
     let inFlight = 0;
     let most = 0;
-    const rt = {
-      ...base,
-      certificates: base.certificates.map((c) => ({
-        ...c,
-        source: {
-          lane: { key: 'test-quota', limit: 4 },
-          fetch: async (ref: Parameters<typeof c.source.fetch>[0], signal: AbortSignal) => {
-            most = Math.max(most, ++inFlight);
-            try {
-              await paced();
-              return await c.source.fetch(ref, signal);
-            } finally {
-              inFlight--;
-            }
-          },
-        },
-      })),
-    };
+    const rt = inLane(base, { key: 'test-quota', limit: 4 }, async (file, ref, signal) => {
+      most = Math.max(most, ++inFlight);
+      try {
+        await paced();
+        return await file.fetch(ref, signal);
+      } finally {
+        inFlight--;
+      }
+    });
     const warnings: string[] = [];
     const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
     process.on('warning', onWarning);
@@ -277,31 +279,13 @@ ${names.map((n) => `  - name: ${n}
   });
 
   it('a stop ends the certificates still waiting for their lane at once, without a call to their source', async () => {
-    const names = ['w0', 'w1', 'w2', 'w3'];
-    const yaml = `state_dir: ${root}/state-lane-stop
-policy: { trust_anchors: ${root}/pki-deadline/root.pem }
-fetch_deadline: 20s
-certificates:
-${names.map((n) => `  - name: ${n}
-    source: { type: file, cert: src-ok/cert.pem, key: src-ok/key.pem, chain: src-ok/chain.pem }
-    targets: [{ type: tmpfs, dir: ${root}/state-lane-stop-out/${n} }]`).join('\n')}
-`;
-    const base = await buildRuntime(loaded(yaml), { log: silentLogger });
+    const base = await buildRuntime(loaded(laneConfig('state-lane-stop', ['w0', 'w1', 'w2', 'w3'], '20s')), { log: silentLogger });
     const called: string[] = [];
-    const rt = {
-      ...base,
-      certificates: base.certificates.map((c) => ({
-        ...c,
-        source: {
-          lane: { key: 'one-at-a-time', limit: 1 },
-          // Answers only when the cycle is stopped.
-          fetch: (_ref: unknown, signal: AbortSignal) => {
-            called.push(c.name);
-            return new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
-          },
-        },
-      })),
-    };
+    // Answers only when the cycle is stopped.
+    const rt = inLane(base, { key: 'one-at-a-time', limit: 1 }, (_file, _ref, signal, name) => {
+      called.push(name);
+      return new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
+    });
     const stop = new AbortController();
     setTimeout(() => stop.abort(new Error('certd is stopping')), 200);
     const started = Date.now();
