@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# certd's whole test suite, from a fresh clone: installs what the tests need, builds, and runs
-# unit + integration tests on this machine's Node, then the unit tests and a smoke run on Node 24.
+# certd's whole test suite, from a fresh clone: installs what the tests need, builds, runs the unit
+# tests and a smoke run on Node 24, builds the OpenSSL FIPS provider (cached) and runs the FIPS-mode
+# selection on Node 24 and this machine's Node, then every unit + integration test on this machine's Node.
 #   npm test              the suite
 #   npm test -- --long    the long variants (more crash kills, more fuzz cases)
 set -euo pipefail
